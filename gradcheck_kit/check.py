@@ -1,0 +1,205 @@
+"""``check()``: the self-check students run in their notebook.
+
+``check(sin_backward)`` finds the op by the function's name, runs its public cases
+in this process and shows a table (HTML in Jupyter, text in a terminal). It never
+raises for a wrong answer: it returns a :class:`CheckResult` with the score.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cases import Case, non_contiguous
+from .registry import Checkable, get_op
+from .verdict import CaseResult
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class CheckResult:
+    """The outcome of checking one function on a set of cases."""
+
+    op: str
+    cases: list[CaseResult] = field(default_factory=list)
+    status: str = "checked"  # or "not implemented"
+
+    @property
+    def score(self) -> float:
+        """Weighted fraction of cases passed, between 0 and 1."""
+        total = sum(c.weight for c in self.cases)
+        return sum(c.weight for c in self.cases if c.passed) / total if total else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "checked" and bool(self.cases) and all(c.passed for c in self.cases)
+
+    def summary(self) -> str:
+        if self.status == "not implemented":
+            return f"{self.op}: not implemented yet (it raises NotImplementedError)"
+        good = sum(c.passed for c in self.cases)
+        verdict = "all correct" if self.passed else "some cases fail"
+        return f"{self.op}: {good}/{len(self.cases)} cases pass, {verdict} (score {self.score:.2f})"
+
+    def __repr__(self) -> str:
+        return f"<CheckResult {self.summary()}>"
+
+    def to_text(self) -> str:
+        lines = [self.summary()]
+        if self.status != "checked":
+            return lines[0]
+        width = max((len(c.name) for c in self.cases), default=4)
+        for c in self.cases:
+            mark = "PASS" if c.passed else "FAIL"
+            error = "" if c.error is None else f"{c.error:.1e}"
+            hint = "" if c.passed else f"  [{c.hint}] {c.message}"
+            lines.append(f"  {mark}  {c.name:<{width}}  {error:>8}{hint}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        title = html.escape(self.summary())
+        if self.status != "checked":
+            return f"<p><b>{title}</b></p>"
+        rows = []
+        for c in self.cases:
+            color = "#1a7f37" if c.passed else "#cf222e"
+            mark = "pass" if c.passed else "FAIL"
+            error = "" if c.error is None else f"{c.error:.1e}"
+            hint = (
+                ""
+                if c.passed
+                else (f"<code>{html.escape(c.hint or '')}</code> {html.escape(c.message)}")
+            )
+            rows.append(
+                f"<tr><td style='text-align:left'>{html.escape(c.name)}</td>"
+                f"<td style='color:{color};font-weight:bold'>{mark}</td>"
+                f"<td>{error}</td><td style='text-align:left'>{hint}</td></tr>"
+            )
+        return (
+            f"<p><b>{title}</b></p><table><thead><tr><th>case</th><th>result</th>"
+            f"<th>rel. error</th><th style='text-align:left'>hint</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
+
+
+def copy_args(value: Any) -> Any:
+    """Fresh copies of the arguments, keeping non-contiguous views non-contiguous."""
+    if isinstance(value, np.ndarray):
+        return value.copy() if value.flags.c_contiguous else non_contiguous(value.copy())
+    if isinstance(value, list):
+        return [copy_args(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(copy_args(v) for v in value)
+    return value
+
+
+def same_args(before: Any, after: Any) -> bool:
+    """Were the arguments left exactly as they were (values, shapes and dtypes)?"""
+    if isinstance(before, np.ndarray):
+        return (
+            isinstance(after, np.ndarray)
+            and before.dtype == after.dtype
+            and before.shape == after.shape
+            and np.array_equal(before, after, equal_nan=True)
+        )
+    if isinstance(before, (list, tuple)):
+        return (
+            type(before) is type(after)
+            and len(before) == len(after)
+            and all(same_args(b, a) for b, a in zip(before, after))
+        )
+    return True
+
+
+def student_traceback(error: BaseException) -> str:
+    """The exception with only the student's frames (none of this package's)."""
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)
+    ]
+    lines = [f"{type(error).__name__}: {error}"]
+    for frame in frames[-3:]:
+        where = f"line {frame.lineno} in {frame.name}"
+        code = f": {frame.line.strip()}" if frame.line else ""
+        lines.append(f"  at {where}{code}")
+    return "\n".join(lines)
+
+
+def adapted(fn: Callable, spec: Checkable) -> Callable:
+    """``fn`` as the op calls it: through the op's adapter, if it has one. The adapter
+    runs with the student's globals, as it does in the grader's worker."""
+    if spec.adapter is None:
+        return fn
+    namespace = dict(getattr(fn, "__globals__", {}))
+    exec(compile(spec.adapter, f"<adapter of {spec.name}>", "exec"), namespace)
+    adapt = namespace["adapt"]
+    return lambda *args: adapt(fn, *args)
+
+
+def call_on_case(fn: Callable, spec: Checkable, case: Case) -> tuple[Any, str | None, bool]:
+    """Call ``fn`` on copies of the case's inputs: (result, error text, mutated?).
+
+    ``NotImplementedError`` propagates so that a stub is reported as such.
+    """
+    args = spec.call_args(case.arrays, case.output_grad, case.params)
+    given = copy_args(args)
+    try:
+        result = adapted(fn, spec)(*given)
+    except NotImplementedError:
+        raise
+    except Exception as error:  # the student's bug, reported as a hint
+        return None, student_traceback(error), False
+    return result, None, not same_args(args, given)
+
+
+def run_cases(fn: Callable, spec: Checkable, cases: Sequence[Case]) -> CheckResult:
+    """Run ``fn`` on every case in this process and judge each result."""
+    outcome = CheckResult(spec.name)
+    for case in cases:
+        try:
+            result, error, mutated = call_on_case(fn, spec, case)
+        except NotImplementedError:
+            return CheckResult(spec.name, [], status="not implemented")
+        outcome.cases.append(spec.judge(case, result, error=error, mutated=mutated))
+    return outcome
+
+
+def check(fn: Callable, name: str | None = None, *, show: bool = True) -> CheckResult:
+    """Check a backward function on its public cases and show the results.
+
+    The op is found by the function's name (``sin_backward`` -> the ``sin`` op); pass
+    ``name=`` for a function whose ``__name__`` differs (a lambda, an alias).
+    """
+    op_name = name or getattr(fn, "__name__", "")
+    try:
+        spec = get_op(op_name)
+    except KeyError:
+        raise ValueError(
+            f"check() does not know a function named {op_name!r}; name it as in the "
+            "assignment (e.g. sin_backward) or pass name='sin_backward'"
+        ) from None
+    result = run_cases(fn, spec, spec.cases())
+    if show:
+        _show(result)
+    return result
+
+
+def _show(result: CheckResult) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+
+        if get_ipython() is not None and type(get_ipython()).__name__ != "TerminalInteractiveShell":
+            display(HTML(result._repr_html_()))
+            return
+    except ImportError:
+        pass
+    print(result.to_text())

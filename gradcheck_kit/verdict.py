@@ -1,0 +1,247 @@
+"""Verdicts: does a student's result for one case count as a correct gradient?
+
+A result passes when it has the expected structure, each gradient has exactly its
+input's shape, every value is finite, the arguments were not modified, and the
+values agree with the reference forward: by random projections (a handful of
+forward evaluations), or, at a kink, by being a valid subgradient. Failures are
+explained by :mod:`gradcheck_kit.hints`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cases import Case
+from .numerical import Leaf, directional_derivative, leaves_of, step_size
+from .registry import OpSpec
+
+#: Relative tolerances by the precision of the inputs (float32 inputs may give float32 results).
+RTOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 2e-3}
+DIRECTIONS = 3
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+@dataclass
+class CaseResult:
+    """The verdict on one case, as students and reports see it."""
+
+    name: str
+    passed: bool
+    hint: str | None = None
+    message: str = ""
+    error: float | None = None
+    hidden: bool = False
+    family: str = ""
+    weight: float = 1.0
+
+
+class Malformed(Exception):
+    """The result does not have the structure or shape the curriculum asks for."""
+
+    def __init__(self, hint: str, message: str, leaf: Leaf | None = None, value=None):
+        super().__init__(message)
+        self.hint, self.message, self.leaf, self.value = hint, message, leaf, value
+
+
+def tolerance(case: Case) -> float:
+    return RTOL.get(case.dtype, RTOL[np.dtype(np.float32)])
+
+
+def loss_function(spec: OpSpec, params: dict, output_grad: np.ndarray):
+    """``L(arrays) = <output_grad, forward(arrays)>`` in float64."""
+    upstream = np.asarray(output_grad, dtype=np.float64)
+
+    def loss(arrays: dict[str, Any]) -> float:
+        return float(np.sum(upstream * spec.evaluate(arrays, params)))
+
+    return loss
+
+
+def judge(
+    spec: OpSpec,
+    case: Case,
+    result: Any,
+    *,
+    error: str | None = None,
+    mutated: bool = False,
+    rng: np.random.Generator | None = None,
+) -> CaseResult:
+    """Judge ``result``, what the student's function returned for ``case``.
+
+    ``error`` is the text of an exception the function raised (``result`` is then
+    ignored); ``mutated`` says whether it modified an argument in place.
+    """
+
+    def verdict(passed: bool, hint: str | None = None, message: str = "", err=None):
+        return CaseResult(
+            case.name, passed, hint, message, err, case.hidden, case.family, case.weight
+        )
+
+    if error is not None:
+        return verdict(False, "exception", error)
+    if mutated:
+        return verdict(
+            False,
+            "mutated-input",
+            "your function modified one of its arguments in place; compute a new "
+            "array instead (e.g. grad = output_grad * mask, not output_grad[...] = 0)",
+        )
+    from . import hints
+
+    leaves = leaves_of(spec.grad_names, case.arrays)
+    try:
+        grads = normalize(spec, case, result, leaves)
+    except Malformed as bad:
+        hint, message = hints.explain_malformed(spec, case, bad)
+        return verdict(False, hint, message)
+
+    broken = [leaf for leaf in leaves if not np.all(np.isfinite(grads[leaf.label]))]
+    if broken:
+        hint, message = hints.explain_nonfinite(spec, case, grads, broken)
+        return verdict(False, hint, message)
+
+    if case.at_kink and spec.subgradient_ok is not None:
+        arrays = {k: _float64(v) for k, v in case.arrays.items()}
+        upstream = np.asarray(case.output_grad, dtype=np.float64)
+        if spec.subgradient_ok(arrays, case.params, upstream, grads):
+            return verdict(True, message="valid subgradient at the kink")
+        return verdict(False, "ties", hints.ties_message(spec))
+
+    rel_error = projection_error(spec, case, grads, leaves, rng)
+    if rel_error <= 1.0:
+        return verdict(True, err=rel_error * tolerance(case))
+    hint, message = hints.diagnose(spec, case, grads, leaves)
+    return verdict(False, hint, message, rel_error * tolerance(case))
+
+
+def projection_error(
+    spec: OpSpec,
+    case: Case,
+    grads: dict[str, np.ndarray],
+    leaves: list[Leaf],
+    rng: np.random.Generator | None = None,
+    directions: int = DIRECTIONS,
+) -> float:
+    """Worst ratio of |numerical - analytic| to the allowed tolerance over a few random
+    directions; at most 1 means the gradients agree. Costs ``2 * directions + 1`` forward
+    evaluations, whatever the input size."""
+    if not leaves:
+        return 0.0
+    rng = rng or np.random.default_rng(0)
+    loss = loss_function(spec, case.params, case.output_grad)
+    arrays = {k: _float64(v) for k, v in case.arrays.items()}
+    values = [np.asarray(leaf.get(arrays)) for leaf in leaves]
+    upstream = np.asarray(case.output_grad, dtype=np.float64)
+    base_out = spec.evaluate(arrays, case.params)
+    loss_scale = float(np.sum(np.abs(upstream * base_out)))
+    step = step_size(values)
+    rtol = tolerance(case)
+    worst = 0.0
+    for _ in range(directions):
+        ds = [rng.standard_normal(v.shape) for v in values]
+        numeric = directional_derivative(loss, arrays, leaves, ds, step)
+        terms = [grads[leaf.label] * d for leaf, d in zip(leaves, ds)]
+        analytic = float(sum(np.sum(t) for t in terms))
+        spread = float(np.sqrt(sum(np.sum(t * t) for t in terms)))
+        d_norm = float(np.sqrt(sum(np.sum(d * d) for d in ds)))
+        # rounding noise of two loss evaluations, divided by the step
+        noise = 16 * EPS64 * loss_scale / step
+        floor = (
+            1e-2 * rtol * float(np.linalg.norm(upstream)) * d_norm / np.sqrt(max(upstream.size, 1))
+        )
+        allowed = rtol * (abs(numeric) + spread) + noise + floor + 1e-300
+        worst = max(worst, abs(numeric - analytic) / allowed)
+    return worst
+
+
+def _float64(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_float64(v) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value.astype(np.float64)
+    return value
+
+
+def expected_count(spec: OpSpec, case: Case) -> int:
+    if spec.returns_list:
+        return len(case.arrays[spec.grad_names[0]])
+    return len(spec.grad_names)
+
+
+def normalize(spec: OpSpec, case: Case, result: Any, leaves: list[Leaf]) -> dict:
+    """Turn a result into ``{leaf label: float64 array}``, or raise :class:`Malformed`.
+
+    Accepts what a careful student naturally returns: NumPy scalars for 0-d
+    gradients, lists where tuples are asked, views, float32 for float32 inputs.
+    """
+    count = expected_count(spec, case)
+    if spec.returns_list or count > 1:
+        if not isinstance(result, (tuple, list)):
+            raise Malformed(
+                "shape", f"expected {_describe_sequence(spec, count)}, got {_kind(result)}"
+            )
+        if len(result) != count:
+            raise Malformed(
+                "shape", f"expected {_describe_sequence(spec, count)}, got {len(result)} values"
+            )
+        items = list(result)
+    else:
+        if isinstance(result, tuple) and len(result) == 1:
+            result = result[0]
+        items = [result]
+    slots = _slots(spec, case)
+    grads: dict[str, np.ndarray] = {}
+    for slot, item in zip(slots, items):
+        if slot is None:  # an optional input that was None: its gradient must be None too
+            if item is not None:
+                raise Malformed("shape", "the input was None, so its gradient must be None")
+            continue
+        array = _as_array(item, slot)
+        expected_shape = np.shape(slot.get(case.arrays))
+        if array.shape != expected_shape:
+            raise Malformed("shape", "wrong shape", slot, array)
+        grads[slot.label] = array
+    missing = [leaf.label for leaf in leaves if leaf.label not in grads]
+    if missing:  # pragma: no cover - slots cover every leaf by construction
+        raise Malformed("shape", f"no gradient for {', '.join(missing)}")
+    return grads
+
+
+def _slots(spec: OpSpec, case: Case) -> list[Leaf | None]:
+    if spec.returns_list:
+        name = spec.grad_names[0]
+        return [Leaf(name, i) for i in range(len(case.arrays[name]))]
+    return [None if case.arrays[name] is None else Leaf(name) for name in spec.grad_names]
+
+
+def _as_array(item: Any, slot: Leaf) -> np.ndarray:
+    if isinstance(item, (bool, np.bool_)) or item is None or isinstance(item, (str, bytes, dict)):
+        raise Malformed("shape", f"gradient of {slot.label} is {_kind(item)}, not an array", None)
+    if isinstance(item, (np.ndarray, np.generic, int, float)):
+        array = np.array(item, copy=True, subok=False)
+    else:
+        raise Malformed(
+            "shape", f"gradient of {slot.label} is {_kind(item)}, not a NumPy array", None
+        )
+    if array.dtype.kind not in "fiu":
+        raise Malformed(
+            "shape", f"gradient of {slot.label} has dtype {array.dtype}; return a float array", None
+        )
+    return array.astype(np.float64) if array.dtype.kind != "f" else array
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return f"a {type(value).__name__}"
+
+
+def _describe_sequence(spec: OpSpec, count: int) -> str:
+    if spec.returns_list:
+        return f"a list of {count} gradients (one per input)"
+    return f"a tuple of {count} gradients ({', '.join('grad_' + n for n in spec.grad_names)})"
