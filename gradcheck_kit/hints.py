@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .broadcast import unbroadcast
 from .cases import Case
 from .layouts import shape_text
 from .numerical import Leaf, full_gradient, leaves_of
@@ -72,7 +73,7 @@ class _Reference:
         out_shape = np.shape(self.case.output_grad)
         value = leaf.get(self.arrays)
         if value.shape == out_shape:
-            return None
+            return self.grads[leaf.label]
         arrays = leaf.replaced(self.arrays, np.broadcast_to(value, out_shape).copy())
         loss = loss_function(self.spec, self.case.params, self.case.output_grad)
         return full_gradient(loss, arrays, [leaf])[leaf.label]
@@ -132,12 +133,24 @@ def explain_malformed(spec: OpSpec, case: Case, bad: Malformed) -> tuple[str, st
                 f"shape {shape_text(want)} (reverse the broadcasting)"
             )
         if found is not None:
+            should = (
+                f"sum over axes {needed} (the leading axes broadcasting added and the axes "
+                "where the input has size 1)"
+                if needed
+                else "nothing needs summing: this input was not broadcast"
+            )
             return "unbroadcast", (
                 f"{prefix}summed over the wrong axes {found}: the input has shape "
-                f"{shape_text(want)}, so sum over axes {needed} (the leading axes broadcasting "
-                "added and the axes where the input has size 1)"
+                f"{shape_text(want)}, so {should}"
             )
     truth = reference.grads[leaf.label]
+    summed = _try_unbroadcast(got, want)
+    if summed is not None and close(summed, truth, rtol):
+        return "unbroadcast", (
+            f"{prefix}the gradient still has the broadcast (batch) shape "
+            f"{shape_text(got.shape)}; sum it over axes {_axes_to_sum(want, got.shape)} to get "
+            f"back to the input's shape {shape_text(want)}"
+        )
     if got.ndim == truth.ndim and got.ndim >= 2:
         for perm in itertools.permutations(range(got.ndim)):
             if perm != tuple(range(got.ndim)) and close(np.transpose(got, perm), truth, rtol):
@@ -150,6 +163,15 @@ def explain_malformed(spec: OpSpec, case: Case, bad: Malformed) -> tuple[str, st
         f"{prefix}returned shape {shape_text(got.shape)}, but the gradient must have exactly "
         f"the input's shape {shape_text(want)}"
     )
+
+
+def _try_unbroadcast(got: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    try:
+        if np.broadcast_shapes(got.shape, shape) != got.shape:
+            return None
+        return unbroadcast(got, shape)
+    except ValueError:
+        return None
 
 
 def _axes_to_sum(input_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, ...]:

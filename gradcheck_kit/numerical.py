@@ -59,8 +59,12 @@ def leaves_of(names: Sequence[str], arrays: dict[str, Any]) -> list[Leaf]:
 
 
 def step_size(arrays: Sequence[np.ndarray]) -> float:
-    scale = max((float(np.max(np.abs(a))) for a in arrays if a.size), default=1.0)
-    return RELATIVE_STEP * max(1.0, scale)
+    """One step for all inputs, scaled by their spread rather than their size: shift-
+    invariant forwards (softmax of logits near 800) need a step as fine as at 0."""
+    values = [np.asarray(a, dtype=np.float64).reshape(-1) for a in arrays]
+    flat = np.concatenate(values) if values else np.zeros(0)
+    spread = float(np.std(flat)) if flat.size > 1 else float(np.abs(flat).max(initial=0.0))
+    return RELATIVE_STEP * max(1.0, spread)
 
 
 def directional_derivative(
@@ -89,6 +93,7 @@ def full_gradient(
 ) -> dict[str, np.ndarray]:
     """Central-difference gradient of ``loss`` with respect to every leaf, element by element."""
     arrays = {k: _float64(v) for k, v in arrays.items()}
+    h = step_size([np.asarray(leaf.get(arrays)) for leaf in leaves])
     gradients = {}
     for leaf in leaves:
         base = np.asarray(leaf.get(arrays), dtype=np.float64)
@@ -96,7 +101,6 @@ def full_gradient(
         flat_grad = grad.reshape(-1)
         for i in range(base.size):
             point = base.copy().reshape(-1)
-            h = RELATIVE_STEP * max(1.0, abs(point[i]))
             point[i] += h
             up = loss(leaf.replaced(arrays, point.reshape(base.shape)))
             point[i] -= 2 * h
