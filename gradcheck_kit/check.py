@@ -18,7 +18,7 @@ import numpy as np
 
 from .cases import Case, non_contiguous
 from .registry import Checkable, get_op
-from .verdict import CaseResult
+from .verdict import CaseResult, score_cases
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -33,9 +33,8 @@ class CheckResult:
 
     @property
     def score(self) -> float:
-        """Weighted fraction of cases passed, between 0 and 1."""
-        total = sum(c.weight for c in self.cases)
-        return sum(c.weight for c in self.cases if c.passed) / total if total else 0.0
+        """Weighted fraction of cases passed, between 0 and 1 (see ``score_cases``)."""
+        return score_cases(self.cases)
 
     @property
     def passed(self) -> bool:

@@ -96,15 +96,18 @@ def full_gradient(
     h = step_size([np.asarray(leaf.get(arrays)) for leaf in leaves])
     gradients = {}
     for leaf in leaves:
-        base = np.asarray(leaf.get(arrays), dtype=np.float64)
-        grad = np.zeros(base.shape)
+        point = np.array(leaf.get(arrays), dtype=np.float64, order="C")
+        moved = leaf.replaced(arrays, point)
+        flat_point = point.reshape(-1)  # a view: moving one element moves it in ``moved``
+        grad = np.zeros(point.shape)
         flat_grad = grad.reshape(-1)
-        for i in range(base.size):
-            point = base.copy().reshape(-1)
-            point[i] += h
-            up = loss(leaf.replaced(arrays, point.reshape(base.shape)))
-            point[i] -= 2 * h
-            down = loss(leaf.replaced(arrays, point.reshape(base.shape)))
+        for i in range(point.size):
+            original = flat_point[i]
+            flat_point[i] = original + h
+            up = loss(moved)
+            flat_point[i] = original - h
+            down = loss(moved)
+            flat_point[i] = original
             flat_grad[i] = (up - down) / (2 * h)
         gradients[leaf.label] = grad
     return gradients

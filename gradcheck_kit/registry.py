@@ -91,7 +91,7 @@ class OpSpec:
     def evaluate(self, arrays: dict, params: dict) -> np.ndarray:
         """The reference forward, always in float64 (integer and boolean arrays kept)."""
         positional = [_as_float64(arrays[name]) for name in self.inputs]
-        return np.asarray(self.forward(*positional, **params), dtype=np.float64)
+        return np.asarray(self.forward(*positional, **{**self.params, **params}), dtype=np.float64)
 
 
 def _as_float64(value: Any) -> Any:

@@ -36,6 +36,26 @@ class CaseResult:
     hidden: bool = False
     family: str = ""
     weight: float = 1.0
+    #: the right gradient is all zeros (zero-size input or output_grad = 0)
+    trivial: bool = False
+
+
+def score_cases(results: list[CaseResult]) -> float:
+    """Weighted fraction of cases passed, between 0 and 1.
+
+    A case whose right answer is all zeros is passed by many wrong functions, so it
+    only earns its weight in proportion to the non-trivial cases passed: a function
+    that is wrong everywhere else scores 0.
+    """
+    total = sum(r.weight for r in results)
+    if not total:
+        return 0.0
+    real = [r for r in results if not r.trivial]
+    real_weight = sum(r.weight for r in real)
+    real_passed = sum(r.weight for r in real if r.passed)
+    share = real_passed / real_weight if real_weight else 1.0
+    trivial_passed = sum(r.weight for r in results if r.trivial and r.passed)
+    return (real_passed + share * trivial_passed) / total
 
 
 class Malformed(Exception):
@@ -76,8 +96,9 @@ def judge(
     """
 
     def verdict(passed: bool, hint: str | None = None, message: str = "", err=None):
+        trivial = not np.any(case.output_grad)
         return CaseResult(
-            case.name, passed, hint, message, err, case.hidden, case.family, case.weight
+            case.name, passed, hint, message, err, case.hidden, case.family, case.weight, trivial
         )
 
     if error is not None:

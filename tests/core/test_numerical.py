@@ -81,3 +81,11 @@ def test_reference_forwards_are_float64_even_for_float32_inputs(rng):
     spec = get_op("sin_backward")
     out = spec.evaluate({"input": rng.standard_normal(3).astype(np.float32)}, {})
     assert out.dtype == np.float64
+
+
+def test_non_contiguous_inputs_give_the_same_gradient(rng):
+    x = rng.uniform(-2, 2, size=(5, 4))
+    view = np.ascontiguousarray(x.T).T  # same values, Fortran order
+    assert not view.flags.c_contiguous
+    (grad,) = numerical_gradient(np.sin, view)
+    np.testing.assert_allclose(grad, np.cos(x), rtol=1e-8, atol=1e-9)
