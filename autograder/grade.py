@@ -19,6 +19,7 @@ from .scoring import OpGrade, score_op
 
 DEFAULT_SECRET = "gradcheck-default-secret"
 SECRET_ENV = "GRADCHECK_SECRET"
+_GRADER_IMPORT = "importing 'gradcheck_kit' is not allowed"
 
 
 @dataclass
@@ -110,6 +111,8 @@ def _grade(
         grade.notes.append(f"loading your code crashed the grader's worker: {loaded['fatal']}")
     callable_names = set(loaded.get("callable", []))
     for error in loaded.get("errors", []):
+        if _GRADER_IMPORT in error["error"]:
+            continue  # notebooks import check() for self-checks; expected and harmless
         chunk = (
             extracted.chunks[error["chunk"]]
             if 0 <= error["chunk"] < len(extracted.chunks)
@@ -118,35 +121,47 @@ def _grade(
         where = f"cell {chunk.cell + 1}, line {chunk.line}: " if chunk else ""
         grade.notes.append(f"{where}{error['error'].splitlines()[0]}")
 
-    # one request in flight: the worker runs op k+1 while op k is judged here
-    pending: tuple[Any, list] | None = None
-    for op in ops + [None]:
-        submitted = None
+    # the worker runs op k+1 while op k is judged here; one request in flight at a time,
+    # so a worker killed over one op never takes another op's request with it
+    order = [op.name for op in ops]
+    pending: tuple[Any, list | None] | None = None
+    for op in [*ops, None]:
+        received = None
+        if pending is not None:
+            received = (*pending, _receive(sandbox, pending[1]))
+        pending = None
         if op is not None:
             if op.name not in callable_names:
-                submitted = (op, None)
+                pending = (op, None)
             else:
                 cases = op.cases() + (op.cases(hidden=True, secret=secret) if hidden else [])
                 args = [op.call_args(c.arrays, c.output_grad, c.params) for c in cases]
                 try:
                     sandbox.submit(op.name, op.adapter, args)
-                    submitted = (op, cases)
+                    pending = (op, cases)
                 except WorkerDied as died:
                     grade.ops.append(OpGrade.failed(op, died.status, died.message))
-        if pending is not None:
-            grade.ops.append(_collect(sandbox, *pending))
-        pending = submitted
-    grade.ops.sort(key=lambda g: [op.name for op in ops].index(g.name))
+        if received is not None:
+            grade.ops.append(_judge_op(*received))
+    grade.ops.sort(key=lambda g: order.index(g.name))
     return grade
 
 
-def _collect(sandbox: Sandbox, op: Any, cases: list | None) -> OpGrade:
+def _receive(sandbox: Sandbox, cases: list | None) -> Any:
+    if cases is None:
+        return None
+    try:
+        return sandbox.collect()
+    except WorkerDied as died:
+        return died
+
+
+def _judge_op(op: Any, cases: list | None, received: Any) -> OpGrade:
     if cases is None:
         return OpGrade.failed(op, "missing", "not defined in the notebook")
-    try:
-        reply, buffers = sandbox.collect()
-    except WorkerDied as died:
-        return OpGrade.failed(op, died.status, died.message)
+    if isinstance(received, WorkerDied):
+        return OpGrade.failed(op, received.status, received.message)
+    reply, buffers = received
     status = reply.get("status")
     output = str(reply.get("output", ""))
     if status == "missing":
@@ -158,9 +173,7 @@ def _collect(sandbox: Sandbox, op: Any, cases: list | None) -> OpGrade:
     results = reply.get("results")
     if status != "ran" or not isinstance(results, list) or len(results) != len(cases):
         return OpGrade.failed(op, "error", str(reply.get("message", "the worker failed")), output)
-    verdicts = []
-    for case, item in zip(cases, results):
-        verdicts.append(_judge(op, case, item, buffers))
+    verdicts = [_judge(op, case, item, buffers) for case, item in zip(cases, results)]
     return score_op(op, verdicts, output)
 
 

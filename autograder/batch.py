@@ -1,0 +1,189 @@
+"""Batch grading: many submissions in parallel, a CSV of scores and a Markdown feedback
+file per submission (in ``feedback/`` next to the CSV).
+
+Each submission is graded in a pool process that returns plain text (JSON and
+Markdown), so one broken or hostile submission only ever costs its own row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from .sandbox import SandboxOptions
+
+
+def find_notebooks(paths: Iterable[str]) -> list[str]:
+    """The notebooks named or found (recursively) under the given paths, sorted."""
+    found: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, f) for f in sorted(files) if f.endswith(".ipynb")]
+        else:
+            found.append(path)
+    return sorted(dict.fromkeys(found))
+
+
+def grade_to_text(
+    path: str, assignment: str | None, seed: str | None, hidden: bool, options: SandboxOptions
+) -> tuple[str, str, str | None]:
+    """(path, JSON report, Markdown feedback) or (path, "", error line)."""
+    from .grade import grade_submission
+    from .notebook import BadSubmission
+    from .reports import to_dict, to_markdown
+
+    try:
+        grade = grade_submission(
+            path, assignment=assignment, seed=seed, hidden=hidden, options=options
+        )
+    except BadSubmission as error:
+        return path, "", str(error)
+    except Exception as error:  # one submission's failure never stops the batch
+        return path, "", f"{path}: internal error: {type(error).__name__}: {error}"
+    return path, json.dumps(to_dict(grade), sort_keys=True), to_markdown(grade)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.enabled = sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.done // max(self.total, 1)
+            bar = "#" * filled + "." * (width - filled)
+            sys.stderr.write(f"\r[{bar}] {self.done}/{self.total}")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def run_batch(
+    paths: list[str],
+    *,
+    jobs: int = 1,
+    assignment: str | None = None,
+    seed: str | None = None,
+    hidden: bool = True,
+    options: SandboxOptions | None = None,
+) -> list[tuple[str, dict | None, str]]:
+    """Grade every path; returns (path, report dict or None, feedback or error) in order."""
+    options = options or SandboxOptions()
+    progress = _Progress(len(paths))
+    outcomes: dict[str, tuple[str, str, str | None]] = {}
+    if jobs <= 1:
+        for path in paths:
+            outcomes[path] = grade_to_text(path, assignment, seed, hidden, options)
+            progress.step()
+    else:
+        context = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {
+                pool.submit(grade_to_text, p, assignment, seed, hidden, options): p for p in paths
+            }
+            for future in as_completed(futures):
+                path = futures[future]
+                try:
+                    outcomes[path] = future.result()
+                except Exception as error:  # a pool process died
+                    outcomes[path] = (path, "", f"{path}: grading process failed: {error}")
+                progress.step()
+    results = []
+    for path in paths:
+        _, report, text = outcomes[path]
+        results.append((path, json.loads(report) if report else None, text or ""))
+    return results
+
+
+def write_csv(csv_path: str, results: list[tuple[str, dict | None, str]]) -> None:
+    op_names: list[str] = []
+    for _, report, _ in results:
+        for op in (report or {}).get("ops", []):
+            if op["name"] not in op_names:
+                op_names.append(op["name"])
+    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "total", "max_score", "assignment", "error", *op_names])
+        for path, report, text in results:
+            if report is None:
+                writer.writerow([path, 0, "", "", text, *([""] * len(op_names))])
+                continue
+            scores = {op["name"]: op["score"] for op in report["ops"]}
+            writer.writerow(
+                [
+                    path,
+                    report["score"],
+                    report["max_score"],
+                    report["assignment"],
+                    "",
+                    *[scores.get(name, "") for name in op_names],
+                ]
+            )
+
+
+def write_feedback(directory: str, results: list[tuple[str, dict | None, str]]) -> None:
+    os.makedirs(directory, exist_ok=True)
+    used: set[str] = set()
+    for path, report, text in results:
+        stem = os.path.splitext(os.path.basename(path))[0] or "submission"
+        name, n = stem, 2
+        while name in used:
+            name, n = f"{stem}-{n}", n + 1
+        used.add(name)
+        body = text if report is not None else f"# Feedback: {stem}\n\nNot graded: {text}\n"
+        with open(os.path.join(directory, name + ".md"), "w", encoding="utf-8") as handle:
+            handle.write(body)
+
+
+def main(args: argparse.Namespace, options: SandboxOptions) -> int:
+    paths = find_notebooks(args.paths)
+    if not paths:
+        sys.stderr.write("gradcheck-grade: no notebooks found\n")
+        return 2
+    if args.csv and any(os.path.realpath(args.csv) == os.path.realpath(p) for p in paths):
+        sys.stderr.write("gradcheck-grade: refusing to overwrite a submission with the CSV\n")
+        return 2
+    results = run_batch(
+        paths,
+        jobs=max(1, args.jobs),
+        assignment=args.assignment,
+        seed=args.seed,
+        hidden=not args.public_only,
+        options=options,
+    )
+    if args.csv:
+        write_csv(args.csv, results)
+        write_feedback(
+            os.path.join(os.path.dirname(os.path.abspath(args.csv)), "feedback"), results
+        )
+    lines = []
+    for path, report, text in results:
+        if report is None:
+            lines.append(f"{path}: not graded ({text})")
+        else:
+            lines.append(
+                f"{path}: {report['score']}/{report['max_score']} ({report['assignment']})"
+            )
+    summary = "\n".join(lines) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(summary)
+    elif not args.csv or args.format == "text":
+        sys.stdout.write(summary)
+    below = args.fail_under is not None and any(
+        report is None or report["score"] < args.fail_under for _, report, _ in results
+    )
+    return 1 if below else 0
