@@ -323,3 +323,40 @@ def test_batch_grades_everything_and_survives_broken_files(make_notebook, tmp_pa
     assert sorted(p.name for p in feedback.iterdir()) == ["alice.md", "bob.md", "carol.md"]
     assert "upstream" in (feedback / "bob.md").read_text()
     assert good.exists()
+
+
+def test_gradescope_bundle_runs_against_a_gradescope_layout(tmp_path, make_notebook):
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    bundle = tmp_path / "autograder.zip"
+    made = run_cli("gradescope-bundle", "--assignment", "01_elementwise", "-o", str(bundle))
+    assert made.returncode == 0, made.stderr
+    root = tmp_path / "autograder"
+    source, submission = root / "source", root / "submission"
+    submission.mkdir(parents=True)
+    with zipfile.ZipFile(bundle) as archive:
+        names = archive.namelist()
+        archive.extractall(source)
+    assert {"setup.sh", "run_autograder"} <= set(names)
+    assert "gradcheck-kit/pyproject.toml" in names
+    assert "gradcheck-kit/autograder/worker.py" in names
+    for script in ("setup.sh", "run_autograder"):
+        (source / script).chmod(0o755)
+    buggy = "def exp_backward(input, output_grad):\n    return np.exp(input)\n"
+    cells = solution_cells("01_elementwise", {"exp_backward": buggy})
+    make_notebook(cells, "unused.ipynb").rename(submission / "mine.ipynb")
+    env = dict(os.environ, GRADCHECK_AUTOGRADER_ROOT=str(root), GRADCHECK_PYTHON=sys.executable)
+    env.pop("GRADCHECK_SECRET", None)
+    subprocess.run([str(source / "run_autograder")], env=env, check=True, timeout=120)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert 24 < results["score"] < 26
+    exp = [t for t in results["tests"] if t["name"] == "exp_backward"][0]
+    assert exp["score"] < exp["max_score"] == 1
+
+    (submission / "mine.ipynb").write_text("not json")
+    subprocess.run([str(source / "run_autograder")], env=env, check=True, timeout=120)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 0 and "could not grade" in results["output"]
