@@ -1,0 +1,147 @@
+"""In-process tests of the wire format, extraction and the worker's isolation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from autograder import channel
+from autograder.extract import extract
+from autograder.sandbox import WORKER_PATH, Sandbox, SandboxOptions
+
+
+def roundtrip(value):
+    tree, buffers = channel.encode(value)
+    stream = io.BytesIO()
+    channel.write_message(stream, {"v": tree}, buffers)
+    stream.seek(0)
+    header, received = channel.read_message(stream)
+    return channel.decode(header["v"], received)
+
+
+def test_channel_round_trips_every_allowed_type():
+    view = np.arange(12.0).reshape(3, 4).T
+    value = {
+        "none": None,
+        "flags": [True, False],
+        "numbers": (1, -(2**70), 2.5, float("nan"), float("inf")),
+        "text": "héllo",
+        "index": (slice(1, None, 2), Ellipsis, None, np.array([0, 0, 2]), np.array([True, False])),
+        "arrays": [np.float32(1.5), np.zeros((0, 3)), np.array(3.0), view],
+        "ints": np.arange(6, dtype=np.uint8).reshape(2, 3),
+    }
+    back = roundtrip(value)
+    assert back["none"] is None and back["flags"] == [True, False]
+    assert back["numbers"][:3] == (1, -(2**70), 2.5) and np.isnan(back["numbers"][3])
+    assert back["text"] == "héllo"
+    index = back["index"]
+    assert index[0] == slice(1, None, 2) and index[1] is Ellipsis and index[2] is None
+    assert index[3].dtype.kind == "i" and index[4].dtype == np.bool_
+    scalar, empty, zero_d, transposed = back["arrays"]
+    assert isinstance(scalar, np.float32) and scalar == 1.5
+    assert empty.shape == (0, 3) and zero_d.shape == () and zero_d.ndim == 0
+    assert np.array_equal(transposed, view) and not transposed.flags.c_contiguous
+    assert back["ints"].dtype == np.uint8 and back["ints"].shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([object()], dtype=object),
+        np.zeros(2, dtype=[("a", "f8")]),
+        np.array(["a"]),
+        np.zeros(2, dtype=complex),
+        object(),
+        {1: 2},
+        np.ma.masked_array([1.0]).astype(object),
+    ],
+)
+def test_channel_marks_unsupported_values(value):
+    assert isinstance(roundtrip(value), channel.Unsupported)
+
+
+def test_channel_converts_subclasses_and_caps_size():
+    back = roundtrip(np.ma.masked_array([1.0, 2.0]))
+    assert type(back) is np.ndarray
+    huge = np.broadcast_to(np.zeros(1), (channel.MAX_ARRAY_BYTES // 8 + 1,))
+    assert isinstance(roundtrip(huge), channel.Unsupported)
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {"t": "nd", "i": 0, "dtype": "|O", "shape": [1]},
+        {"t": "nd", "i": 0, "dtype": "<f8", "shape": [1000]},
+        {"t": "nd", "i": 5, "dtype": "<f8", "shape": [1]},
+        {"t": "pickle", "v": "..."},
+        [1, 2],
+    ],
+)
+def test_decode_rejects_malformed_messages(tree):
+    with pytest.raises(channel.ChannelError):
+        channel.decode(tree, [np.zeros(1).tobytes()])
+
+
+def test_extract_keeps_definitions_and_drops_noise():
+    cells = [
+        "import numpy as np\nimport matplotlib.pyplot as plt\nLR = 0.1\n",
+        "%timeit 1\n!ls\nplt.plot([1])\nprint('hi')\nfor i in range(3):\n    pass\n",
+        "relu_backward = make(lambda x: x > 0)\nW = np.ones(3)\nunused = np.zeros(10**9)\n",
+        "def make(f):\n    return lambda x, g: g * f(x) * W\n",
+        "def broken(:\n",
+        "sin_backward = cos_like\ndef cos_like(x, g):\n    return g\n",
+    ]
+    result = extract(cells, {"relu_backward", "sin_backward"})
+    sources = "".join(c.source for c in result.chunks)
+    assert {"np", "LR", "relu_backward", "W", "make", "sin_backward", "cos_like"} <= result.defined
+    assert "unused" not in result.defined and "plt" not in result.defined
+    assert "print" not in sources and "timeit" not in sources and "for i" not in sources
+    assert [cell for cell, _ in result.syntax_errors] == [5]
+
+
+def test_worker_blocks_grader_imports_and_keeps_stdout_clean():
+    sandbox = Sandbox(SandboxOptions(timeout=5))
+    try:
+        chunks = [
+            {"source": "import numpy as np\n", "binds": ["np"]},
+            {"source": "print('noise')\nimport os\n", "binds": ["os"]},
+            {
+                "source": "def probe(x):\n"
+                "    out = {}\n"
+                "    for name in ('torch', 'jax', 'gradcheck_kit', 'autograder', 'json'):\n"
+                "        try:\n"
+                "            __import__(name)\n"
+                "            out[name] = 'ok'\n"
+                "        except ImportError:\n"
+                "            out[name] = 'blocked'\n"
+                "    print('x' * 10000)\n"
+                "    out['cwd_is_tmp'] = os.getcwd().startswith(('/tmp', '/var'))\n"
+                "    out['env'] = sorted(os.environ)\n"
+                "    return out\n",
+                "binds": ["probe"],
+            },
+        ]
+        loaded = sandbox.load(chunks, ["probe"])
+        assert loaded["callable"] == ["probe"]
+        reply, buffers = sandbox.run("probe", None, [(1,)])
+        result = channel.decode(reply["results"][0]["value"], buffers)
+        assert result["json"] == "ok"
+        assert {result[n] for n in ("torch", "jax", "gradcheck_kit", "autograder")} == {"blocked"}
+        assert not any("SECRET" in name for name in result["env"])
+        assert "xxxx" in reply["output"] and len(reply["output"]) < 5000
+    finally:
+        sandbox.close()
+
+
+def test_worker_script_imports_only_stdlib_and_numpy():
+    import ast
+
+    tree = ast.parse(open(WORKER_PATH).read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    allowed = {"ast", "io", "os", "resource", "runpy", "signal", "sys", "traceback", "numpy"}
+    assert imported <= allowed, imported - allowed
+    # and it runs in isolated mode, where the project is not on sys.path by cwd
+    assert "-I" in open(WORKER_PATH.replace("worker.py", "sandbox.py")).read()
