@@ -81,6 +81,13 @@ def _main(argv: list[str]) -> int:
         memory_bytes=args.memory_mb * 1024 * 1024,
         user=args.worker_user or os.environ.get("GRADCHECK_WORKER_USER") or None,
     )
+    if options.user:
+        import pwd
+
+        try:
+            pwd.getpwnam(options.user)
+        except KeyError:
+            return _fail(f"worker user {options.user!r} does not exist")
     batch = args.csv is not None or len(args.paths) > 1 or os.path.isdir(args.paths[0])
     if batch:
         from . import batch as batch_mod

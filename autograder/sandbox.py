@@ -108,8 +108,11 @@ class Sandbox:
         self.directory = tempfile.mkdtemp(prefix="gradcheck-worker-")
         kwargs: dict[str, Any] = {}
         if self.options.user and os.geteuid() == 0:
-            shutil.chown(self.directory, user=self.options.user)
-            kwargs.update(user=self.options.user, group=self.options.user, extra_groups=[])
+            import pwd
+
+            account = pwd.getpwnam(self.options.user)
+            os.chown(self.directory, account.pw_uid, account.pw_gid)
+            kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
         self.process = subprocess.Popen(
             [self.options.python, "-I", WORKER_PATH],
             stdin=subprocess.PIPE,
