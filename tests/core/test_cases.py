@@ -6,17 +6,20 @@ import pytest
 from gradcheck_kit import all_ops, get_op
 
 
+def _canonical(value):
+    """A comparable form of plain case data: arrays by dtype, shape and bytes."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_canonical(v) for v in value)
+    return value
+
+
 def _fingerprint(cases):
-    return [(c.name, [np.asarray(a).tobytes() for a in _arrays(c)]) for c in cases]
-
-
-def _arrays(case):
-    for value in case.arrays.values():
-        if isinstance(value, list):
-            yield from value
-        elif value is not None:
-            yield value
-    yield case.output_grad
+    return [(c.name, _canonical(c.arrays), _canonical(c.params), _canonical(c.output_grad))
+            for c in cases]
 
 
 @pytest.mark.parametrize("op", all_ops(), ids=lambda op: op.name)
