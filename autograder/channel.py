@@ -205,14 +205,18 @@ def _decode_array(tree: dict, buffers: list[bytes]) -> Any:
     return array
 
 
-def write_message(stream: BinaryIO, header: dict, buffers: list[bytes] = ()) -> None:
+def frame(header: dict, buffers: list[bytes] = ()) -> bytes:
     """Frame: 8-byte JSON length, JSON, then for each buffer an 8-byte length and bytes."""
     header = dict(header, nbuf=len(buffers))
     text = json.dumps(header, allow_nan=False, separators=(",", ":")).encode()
     parts = [_LENGTH.pack(len(text)), text]
     for buffer in buffers:
         parts += [_LENGTH.pack(len(buffer)), buffer]
-    stream.write(b"".join(parts))
+    return b"".join(parts)
+
+
+def write_message(stream: BinaryIO, header: dict, buffers: list[bytes] = ()) -> None:
+    stream.write(frame(header, buffers))
     stream.flush()
 
 

@@ -175,8 +175,20 @@ class Sandbox:
         return self.collect()
 
     def _send(self, header: dict, buffers: list[bytes] = ()) -> None:
+        """Write one request, giving up when the worker stops reading: student code can
+        hold the interpreter (a thread in a regex that never ends) so that the worker
+        never drains its pipe, and a blocking write would hang the grader with it."""
+        data = channel.frame(header, buffers)
+        fd = self.process.stdin.fileno()
+        deadline = time.monotonic() + self.options.timeout + GRACE
+        view = memoryview(data)
         try:
-            channel.write_message(self.process.stdin, header, buffers)
+            while view:
+                remaining = deadline - time.monotonic()
+                _, writable, _ = select.select([], [fd], [], max(remaining, 0))
+                if not writable:
+                    raise self._die("timeout", "the worker stopped reading its requests")
+                view = view[os.write(fd, view[: 1 << 16]) :]
         except (BrokenPipeError, OSError):
             raise self._die("error", "the worker crashed") from None
 
@@ -231,7 +243,7 @@ class Sandbox:
     def close(self) -> None:
         if self.process is not None:
             try:
-                channel.write_message(self.process.stdin, {"cmd": "quit"})
-            except OSError:
+                self._send({"cmd": "quit"})
+            except WorkerDied:
                 pass
         self._reap()

@@ -9,7 +9,6 @@ Public API:
 - :func:`generate_cases`, :func:`judge` -- the pieces the autograder is built from.
 """
 
-from .broadcast import unbroadcast
 from .cases import Case, generate_cases
 from .check import CheckResult, check
 from .domains import Distinct, Domain, Interleaved, Mask, Positive, Real
@@ -37,6 +36,5 @@ __all__ = [
     "judge",
     "numerical_gradient",
     "register",
-    "unbroadcast",
 ]
 __version__ = "0.1.0"

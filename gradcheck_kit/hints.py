@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .broadcast import unbroadcast
+from ._broadcast import unbroadcast
 from .cases import Case
 from .layouts import shape_text
 from .numerical import Leaf, full_gradient, leaves_of

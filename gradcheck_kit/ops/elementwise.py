@@ -145,7 +145,7 @@ def _maximum_subgradient_ok(arrays, params, g, grads) -> bool:
     if np.any(share * g[tie] < -scale) or np.any(np.abs(share) > np.abs(g[tie]) + scale):
         return False
     rest = np.where(tie, g - given, g * (theirs > mine))
-    from ..broadcast import unbroadcast
+    from .._broadcast import unbroadcast
 
     return np.allclose(
         grads[other],

@@ -5,7 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gradcheck_kit import get_op, unbroadcast
+import gradcheck_kit
+from gradcheck_kit import get_op
+from gradcheck_kit._broadcast import unbroadcast
 from gradcheck_kit.layouts import (
     BROADCAST_PAIRS,
     broadcast_layouts,
@@ -72,3 +74,8 @@ def test_unbroadcast_rejects_shapes_that_do_not_broadcast():
         unbroadcast(np.ones((3, 4)), (2, 4))
     with pytest.raises(ValueError):
         unbroadcast(np.ones(4), (2, 4))
+
+
+def test_unbroadcast_is_not_offered_to_students():
+    assert not hasattr(gradcheck_kit, "unbroadcast")
+    assert "unbroadcast" not in gradcheck_kit.__all__

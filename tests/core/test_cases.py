@@ -18,8 +18,10 @@ def _canonical(value):
 
 
 def _fingerprint(cases):
-    return [(c.name, _canonical(c.arrays), _canonical(c.params), _canonical(c.output_grad))
-            for c in cases]
+    return [
+        (c.name, _canonical(c.arrays), _canonical(c.params), _canonical(c.output_grad))
+        for c in cases
+    ]
 
 
 @pytest.mark.parametrize("op", all_ops(), ids=lambda op: op.name)

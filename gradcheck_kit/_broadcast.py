@@ -1,4 +1,8 @@
-"""NumPy broadcasting, and its reverse."""
+"""NumPy broadcasting, and its reverse, for the checker's own use.
+
+Private on purpose: ``unbroadcast`` is an exercise of notebook 01, so it is not part of
+the public API (and graded code cannot import this package at all).
+"""
 
 from __future__ import annotations
 
