@@ -75,13 +75,17 @@ def to_text(grade: Grade, width: int = 100) -> str:
         f"{'function':<{name_width}}  {'score':>11}  {'status':<8}  first failing hint",
     ]
     for op in grade.ops:
-        score = f"{_num(op.score)}/{_num(op.max_score)}"
+        score = (
+            f"{op.score:.4g}/{_num(op.max_score)}"
+            if 0 < op.score < op.max_score
+            else (f"{_num(op.score)}/{_num(op.max_score)}")
+        )
         hint = _first_hint(op)
         room = max(20, width - name_width - 26)
         if len(hint) > room:
             hint = hint[: room - 3] + "..."
         lines.append(f"{op.name:<{name_width}}  {score:>11}  {op.status:<8}  {hint}")
-    lines.append(f"{'total':<{name_width}}  {_num(grade.score)}/{_num(grade.max_score)}")
+    lines.append(f"{'total':<{name_width}}  {grade.score:.4g}/{_num(grade.max_score)}")
     for note in grade.notes:
         lines.append(f"note: {note}")
     if grade.secret_source == "default":

@@ -1,4 +1,6 @@
-"""Scores: an op earns its points times the weighted fraction of its cases that pass."""
+"""Scores: an op earns its points times the weighted fraction of its cases that pass
+(``gradcheck_kit.verdict.score_cases``: cases whose right answer is all zeros count only
+in proportion to the others)."""
 
 from __future__ import annotations
 
@@ -29,19 +31,15 @@ class OpGrade:
         return next((c for c in self.cases if not c.passed), None)
 
 
-def fraction_passed(cases: list[Any]) -> float:
-    total = sum(c.weight for c in cases)
-    return sum(c.weight for c in cases if c.passed) / total if total else 0.0
-
-
 def score_op(op: Any, cases: list[Any], output: str = "") -> OpGrade:
-    passed = sum(bool(c.passed) for c in cases)
-    if cases and passed == len(cases):
+    from gradcheck_kit.verdict import score_cases
+
+    # rounded so that reports are stable across platforms' float summation
+    score = round(float(op.points) * score_cases(cases), 4)
+    if cases and all(c.passed for c in cases):
         status = "passed"
-    elif passed:
+    elif score > 0:
         status = "partial"
     else:
         status = "failed"
-    # rounded so that reports are stable across platforms' float summation
-    score = round(float(op.points) * fraction_passed(cases), 4)
     return OpGrade(op.name, float(op.points), score, status, list(cases), "", output)

@@ -84,7 +84,8 @@ def generate_cases(spec: OpSpec, *, hidden: bool = False, secret: str | None = N
     seen: set[str] = set()
     for case in cases:
         case.hidden = hidden
-        case.name = _unique(case.name, seen)
+        # hidden cases repeat some public layouts: the prefix keeps names unique per op
+        case.name = _unique(f"hidden: {case.name}" if hidden else case.name, seen)
     return cases
 
 

@@ -226,6 +226,7 @@ class GraphCheck:
             graph = builder.graph(make(builder))
             family = "random" if make is _random_graph else "structure"
             name = label if family == "structure" else f"{label} #{number - len(_STRUCTURES)}"
+            name = f"hidden: {name}" if hidden else name
             cases.append(
                 Case(self.name, name, family, {"graph": graph}, {}, np.ones(()), hidden=hidden)
             )
@@ -357,7 +358,7 @@ class TrainingCheck:
             X_test, y_test = make_spirals(200, seed=seed + 1)
             arrays = {"X": X, "y": y, "X_test": X_test, "y_test": y_test}
             params = {**TRAIN_SETTINGS, "seed": seed % 1000}
-            name = f"spirals, data seed {seed}"
+            name = f"{'hidden: ' if hidden else ''}spirals, data seed {seed}"
             cases.append(Case(self.name, name, "training", arrays, params, np.ones(()), hidden))
         return cases
 

@@ -87,6 +87,8 @@ def broadcast_layouts(count: int, names: tuple[str, ...] | None = None):
 
 
 def _broadcast_layout(family: str, names: tuple[str, ...], shapes: list) -> Layout:
+    if family == "broadcast" and len(set(shapes)) == 1:
+        family = "basic"  # a random draw may give equal shapes: call it what it is
     label = ("broadcast " if family == "broadcast" else "shapes ") + " with ".join(
         shape_text(s) for s in shapes
     )

@@ -105,3 +105,9 @@ def test_cases_carry_inputs_only_never_expected_answers():
         "weight",
         "tags",
     }
+
+
+@pytest.mark.parametrize("op", all_ops(), ids=lambda op: op.name)
+def test_public_and_hidden_case_names_never_collide(op):
+    names = [c.name for c in op.cases() + op.cases(hidden=True, secret="x")]
+    assert len(names) == len(set(names))
