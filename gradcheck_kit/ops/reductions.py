@@ -44,20 +44,27 @@ _reduction(
 
 
 def _put_zeros(rng, arrays, params):
-    """One zero somewhere, and in some slices a second zero (the hard case for prod)."""
+    """A lone zero in one slice and two zeros in another (the hard case for prod): with
+    a single slice (dim=None), one or the other."""
     x = arrays["input"].copy()
     if x.size == 0:
         return None
-    first = tuple(int(rng.integers(n)) for n in x.shape)
-    x[first] = 0.0
     dim = params.get("dim")
     axes = range(x.ndim) if dim is None else (dim if isinstance(dim, tuple) else (dim,))
-    axes = [a % x.ndim for a in axes] if x.ndim else []
-    if rng.random() < 0.5 and axes:
-        second = list(first)
-        axis = axes[int(rng.integers(len(axes)))]
-        second[axis] = (second[axis] + 1) % x.shape[axis]
-        x[tuple(second)] = 0.0
+    axes = sorted(a % x.ndim for a in axes) if x.ndim else []
+    kept = [a for a in range(x.ndim) if a not in axes]
+    slices = list(np.ndindex(*[x.shape[a] for a in kept]))
+    picks = rng.permutation(len(slices))[:2]
+    counts = [1, 2] if len(picks) == 2 else [int(rng.integers(1, 3))]
+    for pick, count in zip(picks, counts):
+        inside = list(np.ndindex(*[x.shape[a] for a in axes]))
+        for spot in rng.permutation(len(inside))[: min(count, len(inside))]:
+            index = [0] * x.ndim
+            for a, i in zip(kept, slices[pick]):
+                index[a] = i
+            for a, i in zip(axes, inside[spot]):
+                index[a] = i
+            x[tuple(index)] = 0.0
     arrays["input"] = x
     return arrays
 

@@ -111,3 +111,14 @@ def test_cases_carry_inputs_only_never_expected_answers():
 def test_public_and_hidden_case_names_never_collide(op):
     names = [c.name for c in op.cases() + op.cases(hidden=True, secret="x")]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("name", ["prod_backward", "cumprod_backward"])
+def test_zeros_family_has_a_lone_zero_and_a_slice_with_two(name):
+    zero_counts = set()
+    for case in get_op(name).cases():
+        if case.family == "zeros":
+            x, dim = case.arrays["input"], case.params["dim"]
+            per_slice = np.sum(x == 0, axis=dim)
+            zero_counts |= {int(n) for n in np.ravel(per_slice) if n}
+    assert {1, 2} <= zero_counts
