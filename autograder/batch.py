@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from .reports import printable
 from .sandbox import SandboxOptions
 
 
@@ -119,12 +120,13 @@ def write_csv(csv_path: str, results: list[tuple[str, dict | None, str]]) -> Non
         writer.writerow(["file", "total", "max_score", "assignment", "error", *op_names])
         for path, report, text in results:
             if report is None:
-                writer.writerow([path, 0, "", "", text, *([""] * len(op_names))])
+                row = [printable(path), 0, "", "", printable(text), *([""] * len(op_names))]
+                writer.writerow(row)
                 continue
             scores = {op["name"]: op["score"] for op in report["ops"]}
             writer.writerow(
                 [
-                    path,
+                    printable(path),
                     report["score"],
                     report["max_score"],
                     report["assignment"],
@@ -143,7 +145,11 @@ def write_feedback(directory: str, results: list[tuple[str, dict | None, str]]) 
         while name in used:
             name, n = f"{stem}-{n}", n + 1
         used.add(name)
-        body = text if report is not None else f"# Feedback: {stem}\n\nNot graded: {text}\n"
+        body = (
+            text
+            if report is not None
+            else f"# Feedback: {printable(stem)}\n\nNot graded: {printable(text)}\n"
+        )
         with open(os.path.join(directory, name + ".md"), "w", encoding="utf-8") as handle:
             handle.write(body)
 
@@ -172,10 +178,11 @@ def main(args: argparse.Namespace, options: SandboxOptions) -> int:
     lines = []
     for path, report, text in results:
         if report is None:
-            lines.append(f"{path}: not graded ({text})")
+            lines.append(f"{printable(path)}: not graded ({printable(text)})")
         else:
             lines.append(
-                f"{path}: {report['score']}/{report['max_score']} ({report['assignment']})"
+                f"{printable(path)}: {report['score']}/{report['max_score']} "
+                f"({report['assignment']})"
             )
     summary = "\n".join(lines) + "\n"
     if args.output:

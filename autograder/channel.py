@@ -165,10 +165,12 @@ def decode(tree: Any, buffers: list[bytes], depth: int = 0) -> Any:
         return slice(*parts)
     if tag == "ellipsis":
         return Ellipsis
-    if tag == "float":
-        return float(_expect(tree, "v", str))
-    if tag == "bigint":
-        return int(_expect(tree, "v", str))
+    if tag in ("float", "bigint"):
+        text = _expect(tree, "v", str)
+        try:
+            return float(text) if tag == "float" else int(text)
+        except ValueError:
+            raise ChannelError(f"bad {tag} {text[:40]!r}") from None
     if tag == "unsupported":
         return Unsupported(str(tree.get("what", "an unsupported value"))[:200])
     if tag == "nd":
@@ -185,7 +187,7 @@ def _expect(tree: dict, key: str, kind: type) -> Any:
 
 def _decode_array(tree: dict, buffers: list[bytes]) -> Any:
     dtype_text = _expect(tree, "dtype", str)
-    if not _DTYPE.match(dtype_text):
+    if not _DTYPE.fullmatch(dtype_text):
         raise ChannelError(f"dtype {dtype_text!r} not allowed")
     shape = _expect(tree, "shape", list)
     if not all(type(n) is int and n >= 0 for n in shape) or len(shape) > 32:
@@ -197,7 +199,10 @@ def _decode_array(tree: dict, buffers: list[bytes]) -> Any:
     raw = buffers[index]
     if len(raw) != math.prod(shape) * dtype.itemsize:
         raise ChannelError("buffer size does not match shape")
-    array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    try:
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    except ValueError:  # e.g. a zero-size array with an absurd dimension
+        raise ChannelError("bad shape") from None
     if tree.get("view"):
         array = non_contiguous(array)
     if tree.get("scalar"):
@@ -229,6 +234,8 @@ def read_message(stream: BinaryIO) -> tuple[dict, list[bytes]]:
         header = json.loads(_read_exact(stream, size))
     except ValueError as error:
         raise ChannelError(f"bad JSON header: {error}") from None
+    except RecursionError:
+        raise ChannelError("JSON header nested too deeply") from None
     if not isinstance(header, dict):
         raise ChannelError("header is not an object")
     count = header.get("nbuf", 0)

@@ -140,13 +140,27 @@ def _candidate(node: ast.stmt) -> bool:
     )
 
 
-def _segment(lines: list[str], node: ast.stmt, shared: bool) -> str:
-    """The statement's own text, padded so tracebacks show the cell's line numbers."""
-    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+#: at most this many newlines of padding in all the chunks together: each chunk is
+#: padded to its line in the cell, which grows as lines x statements for a huge cell
+PADDING_BUDGET = 4 * 1024 * 1024
+
+
+def _segment(lines: list[str], node: ast.stmt, shared: bool, padding: int) -> str:
+    """The statement's own text, padded with ``padding`` newlines (so that tracebacks
+    show the cell's line numbers)."""
+    start = _start(node)
     if shared:  # another statement shares its lines (``a = 1; b = 2``)
-        return "\n" * (start - 1) + ast.unparse(node) + "\n"
+        try:
+            text = ast.unparse(node)
+        except RecursionError:  # unparse recurses; the exact source text does not
+            text = ast.get_source_segment("".join(lines), node) or ""
+        return "\n" * padding + text + "\n"
     body = "".join(lines[start - 1 : node.end_lineno])
-    return "\n" * (start - 1) + body + ("" if body.endswith("\n") else "\n")
+    return "\n" * padding + body + ("" if body.endswith("\n") else "\n")
+
+
+def _start(node: ast.stmt) -> int:
+    return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
 
 
 def extract(cells: Iterable[str], wanted: Iterable[str]) -> Extracted:
@@ -154,7 +168,7 @@ def extract(cells: Iterable[str], wanted: Iterable[str]) -> Extracted:
     in ``wanted`` (the curriculum's function names) and the helpers they need."""
     wanted = set(wanted)
     result = Extracted()
-    statements: list[tuple[int, ast.stmt, str, set[str]]] = []
+    statements: list[tuple[int, ast.stmt, list[str], bool, set[str]]] = []
     for index, raw in enumerate(cells):
         source = to_python(raw)
         try:
@@ -164,6 +178,9 @@ def extract(cells: Iterable[str], wanted: Iterable[str]) -> Extracted:
             message = getattr(error, "msg", str(error))
             result.syntax_errors.append((index + 1, f"{where}{message}"))
             continue
+        except (MemoryError, RecursionError):  # the parser's own stack overflowed
+            result.syntax_errors.append((index + 1, "code nested too deeply to parse"))
+            continue
         lines = source.splitlines(keepends=True)
         line_use: dict[int, int] = {}
         for node in tree.body:
@@ -171,25 +188,34 @@ def extract(cells: Iterable[str], wanted: Iterable[str]) -> Extracted:
                 line_use[n] = line_use.get(n, 0) + 1
         for node in tree.body:
             shared = any(line_use[n] > 1 for n in range(node.lineno, node.end_lineno + 1))
-            statements.append((index, node, _segment(lines, node, shared), bound_names(node)))
+            statements.append((index, node, lines, shared, bound_names(node)))
 
     keep = [
         _is_definition(node) or _is_constant_assignment(node) or bool(binds & wanted)
-        for _, node, _, binds in statements
+        for _, node, _, _, binds in statements
     ]
     # pull in whatever the kept statements read, until nothing new is needed
+    # (a work list: each statement's names are read once, however long the chain)
+    binders: dict[str, list[int]] = {}
+    for i, (_, node, _, _, binds) in enumerate(statements):
+        if not keep[i] and _candidate(node):
+            for name in binds:
+                binders.setdefault(name, []).append(i)
     needed: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for i, (_, node, _, _) in enumerate(statements):
-            if keep[i]:
-                needed |= used_names(node)
-        for i, (_, node, _, binds) in enumerate(statements):
-            if not keep[i] and _candidate(node) and binds & needed:
-                keep[i] = changed = True
-    for i, (cell, node, text, binds) in enumerate(statements):
+    work = [i for i, kept in enumerate(keep) if kept]
+    while work:
+        for name in used_names(statements[work.pop()][1]) - needed:
+            needed.add(name)
+            for j in binders.get(name, []):
+                if not keep[j]:
+                    keep[j] = True
+                    work.append(j)
+    budget = PADDING_BUDGET
+    for i, (cell, node, lines, shared, binds) in enumerate(statements):
         if keep[i]:
+            padding = _start(node) - 1 if _start(node) - 1 <= budget else 0
+            budget -= padding
+            text = _segment(lines, node, shared, padding)
             result.chunks.append(Chunk(text, cell, node.lineno, sorted(binds)))
             result.defined |= binds
     return result

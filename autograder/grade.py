@@ -119,7 +119,7 @@ def _grade(
             else None
         )
         where = f"cell {chunk.cell + 1}, line {chunk.line}: " if chunk else ""
-        grade.notes.append(f"{where}{error['error'].splitlines()[0]}")
+        grade.notes.append(f"{where}{_text(error['error']).splitlines()[0]}")
 
     # the worker runs op k+1 while op k is judged here; one request in flight at a time,
     # so a worker killed over one op never takes another op's request with it
@@ -163,7 +163,7 @@ def _judge_op(op: Any, cases: list | None, received: Any) -> OpGrade:
         return OpGrade.failed(op, received.status, received.message)
     reply, buffers = received
     status = reply.get("status")
-    output = str(reply.get("output", ""))
+    output = _text(reply.get("output", ""))
     if status == "missing":
         return OpGrade.failed(op, "missing", "not implemented (raises NotImplementedError)", output)
     if status == "timeout":
@@ -172,7 +172,7 @@ def _judge_op(op: Any, cases: list | None, received: Any) -> OpGrade:
         return OpGrade.failed(op, "memory", "ran out of memory", output)
     results = reply.get("results")
     if status != "ran" or not isinstance(results, list) or len(results) != len(cases):
-        return OpGrade.failed(op, "error", str(reply.get("message", "the worker failed")), output)
+        return OpGrade.failed(op, "error", _text(reply.get("message", "the worker failed")), output)
     verdicts = [_judge(op, case, item, buffers) for case, item in zip(cases, results)]
     return score_op(op, verdicts, output)
 
@@ -181,15 +181,22 @@ def _judge(op: Any, case: Any, item: Any, buffers: list[bytes]) -> Any:
     if not isinstance(item, dict):
         return op.judge(case, None, error="the worker sent no result")
     if "error" in item:
-        return op.judge(case, None, error=str(item["error"])[:2000])
+        return op.judge(case, None, error=_text(item["error"])[:2000])
     try:
         value = channel.decode(item.get("value"), buffers)
     except channel.ChannelError as error:
         return op.judge(case, None, error=f"returned a value the grader cannot read ({error})")
     bad = _find_unsupported(value)
     if bad is not None:
-        return op.judge(case, None, error=f"returned {bad.what}; return NumPy float arrays")
+        return op.judge(case, None, error=f"returned {_text(bad.what)}; return NumPy float arrays")
     return op.judge(case, value, mutated=bool(item.get("mutated")))
+
+
+def _text(value: Any) -> str:
+    """Text from the worker, made writable as UTF-8: student code can put lone
+    surrogates (``"\\ud800"``) in an exception message, which JSON carries but no
+    report file or terminal can encode."""
+    return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
 def _find_unsupported(value: Any) -> channel.Unsupported | None:

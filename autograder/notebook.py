@@ -46,6 +46,8 @@ def read_notebook(path: str | os.PathLike) -> Any:
         raw = json.loads(text)
     except ValueError as error:
         raise BadSubmission(f"{path}: not a notebook (invalid JSON: {error})") from None
+    except RecursionError:
+        raise BadSubmission(f"{path}: not a notebook (JSON nested too deeply)") from None
     if not isinstance(raw, dict) or "cells" not in raw and "worksheets" not in raw:
         raise BadSubmission(f"{path}: not a notebook (no cells)")
     try:

@@ -18,6 +18,15 @@ from .scoring import OpGrade
 FORMATS = ("text", "json", "gradescope", "junit", "markdown")
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8 for a report: a file name's undecodable bytes (held as
+    surrogate escapes) become U+FFFD instead of breaking the file or terminal."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _num(value: float) -> float | int:
     value = round(float(value), 4)
     return int(value) if value == int(value) else value
@@ -44,7 +53,7 @@ def _case_dict(case: Any) -> dict:
 
 def to_dict(grade: Grade) -> dict:
     return {
-        "submission": os.path.basename(grade.submission),
+        "submission": printable(os.path.basename(grade.submission)),
         "assignment": grade.assignment,
         "score": _num(grade.score),
         "max_score": _num(grade.max_score),
@@ -71,7 +80,7 @@ def to_json(grade: Grade) -> str:
 def to_text(grade: Grade, width: int = 100) -> str:
     name_width = max([len(op.name) for op in grade.ops] + [9])
     lines = [
-        f"{os.path.basename(grade.submission)}: assignment {grade.assignment}",
+        f"{printable(os.path.basename(grade.submission))}: assignment {grade.assignment}",
         f"{'function':<{name_width}}  {'score':>11}  {'status':<8}  first failing hint",
     ]
     for op in grade.ops:
@@ -180,7 +189,7 @@ def to_junit(grade: Grade) -> str:
 
 def to_markdown(grade: Grade) -> str:
     lines = [
-        f"# Feedback: {os.path.basename(grade.submission)}",
+        f"# Feedback: {printable(os.path.basename(grade.submission))}",
         "",
         f"Assignment **{grade.assignment}**: {_num(grade.score)} / {_num(grade.max_score)} points.",
         "",
