@@ -220,8 +220,15 @@ def normalize(spec: OpSpec, case: Case, result: Any, leaves: list[Leaf]) -> dict
             if item is not None:
                 raise Malformed("shape", "the input was None, so its gradient must be None")
             continue
-        array = _as_array(item, slot)
         expected_shape = np.shape(slot.get(case.arrays))
+        if isinstance(item, np.ndarray) and item.shape != expected_shape and item.size > 10**7:
+            # refused by its shape alone: copying a huge broadcast view exhausts memory
+            raise Malformed(
+                "shape",
+                f"gradient of {slot.label} has shape {item.shape}, "
+                f"not the input's shape {expected_shape}",
+            )
+        array = _as_array(item, slot)
         if array.shape != expected_shape:
             raise Malformed("shape", "wrong shape", slot, array)
         grads[slot.label] = array

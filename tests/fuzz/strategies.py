@@ -263,7 +263,10 @@ class _SubArray(np.ndarray):
 
 
 class _SneakyFloat(float):
-    def __repr__(self):
+    def __float__(self):
+        raise RuntimeError("no")
+
+    def __format__(self, spec):
         raise RuntimeError("no")
 
 
