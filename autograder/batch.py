@@ -34,7 +34,12 @@ def find_notebooks(paths: Iterable[str]) -> list[str]:
 
 
 def grade_to_text(
-    path: str, assignment: str | None, seed: str | None, hidden: bool, options: SandboxOptions
+    path: str,
+    assignment: str | None,
+    seed: str | None,
+    hidden: bool,
+    options: SandboxOptions,
+    efficiency: dict | None = None,
 ) -> tuple[str, str, str | None]:
     """(path, JSON report, Markdown feedback) or (path, "", error line)."""
     from .grade import grade_submission
@@ -43,7 +48,12 @@ def grade_to_text(
 
     try:
         grade = grade_submission(
-            path, assignment=assignment, seed=seed, hidden=hidden, options=options
+            path,
+            assignment=assignment,
+            seed=seed,
+            hidden=hidden,
+            options=options,
+            efficiency=efficiency,
         )
     except BadSubmission as error:
         return path, "", str(error)
@@ -79,6 +89,7 @@ def run_batch(
     seed: str | None = None,
     hidden: bool = True,
     options: SandboxOptions | None = None,
+    efficiency: dict | None = None,
 ) -> list[tuple[str, dict | None, str]]:
     """Grade every path; returns (path, report dict or None, feedback or error) in order."""
     options = options or SandboxOptions()
@@ -86,13 +97,14 @@ def run_batch(
     outcomes: dict[str, tuple[str, str, str | None]] = {}
     if jobs <= 1:
         for path in paths:
-            outcomes[path] = grade_to_text(path, assignment, seed, hidden, options)
+            outcomes[path] = grade_to_text(path, assignment, seed, hidden, options, efficiency)
             progress.step()
     else:
         context = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             futures = {
-                pool.submit(grade_to_text, p, assignment, seed, hidden, options): p for p in paths
+                pool.submit(grade_to_text, p, assignment, seed, hidden, options, efficiency): p
+                for p in paths
             }
             for future in as_completed(futures):
                 path = futures[future]
@@ -155,6 +167,8 @@ def write_feedback(directory: str, results: list[tuple[str, dict | None, str]]) 
 
 
 def main(args: argparse.Namespace, options: SandboxOptions) -> int:
+    from .cli import efficiency_overrides
+
     paths = find_notebooks(args.paths)
     if not paths:
         sys.stderr.write("gradcheck-grade: no notebooks found\n")
@@ -169,6 +183,7 @@ def main(args: argparse.Namespace, options: SandboxOptions) -> int:
         seed=args.seed,
         hidden=not args.public_only,
         options=options,
+        efficiency=efficiency_overrides(args),
     )
     if args.csv:
         write_csv(args.csv, results)

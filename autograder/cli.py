@@ -45,6 +45,18 @@ def grade_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", "-j", type=int, default=1, help="submissions graded at once")
     parser.add_argument("--csv", help="batch mode: write one row per submission here")
     parser.add_argument("--worker-user", help="run student code as this user (needs root)")
+    parser.add_argument(
+        "--efficiency-bound",
+        type=float,
+        help="an efficiency case fails when the backward takes more than this many times the "
+        "forward (default: per assignment, 30 to 100)",
+    )
+    parser.add_argument(
+        "--efficiency-weight",
+        type=float,
+        help="weight of each op's efficiency case against an ordinary case's 1 (default 2; "
+        "0 turns efficiency cases off)",
+    )
     return parser
 
 
@@ -110,6 +122,7 @@ def grade_one(args: argparse.Namespace, options) -> int:
             seed=args.seed,
             hidden=not args.public_only,
             options=options,
+            efficiency=efficiency_overrides(args),
         )
     except BadSubmission as error:
         return _fail(str(error))
@@ -131,6 +144,11 @@ def grade_one(args: argparse.Namespace, options) -> int:
     if args.fail_under is not None and grade.score < args.fail_under:
         return 1
     return 0
+
+
+def efficiency_overrides(args: argparse.Namespace) -> dict:
+    overrides = {"bound": args.efficiency_bound, "weight": args.efficiency_weight}
+    return {key: value for key, value in overrides.items() if value is not None}
 
 
 def _same_file(a: str, b: str) -> bool:

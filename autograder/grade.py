@@ -74,20 +74,31 @@ def grade_submission(
     seed: str | None = None,
     hidden: bool = True,
     options: SandboxOptions | None = None,
+    efficiency: dict | None = None,
 ) -> Grade:
-    """Grade the notebook at ``path``; raises :class:`BadSubmission` if it is unreadable."""
+    """Grade the notebook at ``path``; raises :class:`BadSubmission` if it is unreadable.
+
+    ``efficiency`` overrides the assignment's efficiency settings (``bound``, ``weight``,
+    ``repeats``; a weight of 0 turns the efficiency cases off).
+    """
     sandbox = Sandbox(options)
     sandbox.start()  # the worker imports NumPy while we read and extract
     try:
-        return _grade(sandbox, os.fspath(path), assignment, seed, hidden)
+        return _grade(sandbox, os.fspath(path), assignment, seed, hidden, efficiency or {})
     finally:
         sandbox.close()
 
 
 def _grade(
-    sandbox: Sandbox, path: str, assignment: str | None, seed: str | None, hidden: bool
+    sandbox: Sandbox,
+    path: str,
+    assignment: str | None,
+    seed: str | None,
+    hidden: bool,
+    efficiency: dict,
 ) -> Grade:
     import gradcheck_kit
+    from gradcheck_kit.efficiency import efficiency_case, settings_for
 
     notebook = read_notebook(path)
     every_op = gradcheck_kit.all_ops()
@@ -106,6 +117,12 @@ def _grade(
     grade.notes += [f"cell {cell}: syntax error, {msg}" for cell, msg in extracted.syntax_errors]
     ops = gradcheck_kit.all_ops(assignment)
 
+    settings = settings_for(assignment, **efficiency)
+    large = {op.name: efficiency_case(op, settings) for op in ops}
+    large = {name: case for name, case in large.items() if case is not None}
+    forward_times = _calibrate(sandbox, large) if large else {}
+    efficiency_repeats = settings.repeats
+
     loaded = sandbox.load([c.to_json() for c in extracted.chunks], [op.name for op in ops])
     if loaded.get("fatal"):
         grade.notes.append(f"loading your code crashed the grader's worker: {loaded['fatal']}")
@@ -121,30 +138,67 @@ def _grade(
         where = f"cell {chunk.cell + 1}, line {chunk.line}: " if chunk else ""
         grade.notes.append(f"{where}{_text(error['error']).splitlines()[0]}")
 
-    # the worker runs op k+1 while op k is judged here; one request in flight at a time,
-    # so a worker killed over one op never takes another op's request with it
+    # the worker runs the next request while the last one is judged here; one request in
+    # flight at a time, so a worker killed over one op never takes another op's with it.
+    # An op's efficiency case is a request of its own: a backward so slow that it runs
+    # out of time loses that case only.
     order = [op.name for op in ops]
-    pending: tuple[Any, list | None] | None = None
-    for op in [*ops, None]:
-        received = None
+    jobs = []
+    for op in ops:
+        cases = op.cases() + (op.cases(hidden=True, secret=secret) if hidden else [])
+        jobs.append(_Job(op, cases))
+        if op.name in large:
+            jobs.append(_Job(op, [large[op.name]], timed=True))
+    received: dict[int, Any] = {}
+    pending: int | None = None
+    for index in [*range(len(jobs)), None]:
         if pending is not None:
-            received = (*pending, _receive(sandbox, pending[1]))
-        pending = None
-        if op is not None:
-            if op.name not in callable_names:
-                pending = (op, None)
-            else:
-                cases = op.cases() + (op.cases(hidden=True, secret=secret) if hidden else [])
-                args = [op.call_args(c.arrays, c.output_grad, c.params) for c in cases]
-                try:
-                    sandbox.submit(op.name, op.adapter, args)
-                    pending = (op, cases)
-                except WorkerDied as died:
-                    grade.ops.append(OpGrade.failed(op, died.status, died.message))
-        if received is not None:
-            grade.ops.append(_judge_op(*received))
+            received[pending] = _receive(sandbox, jobs[pending].cases)
+            pending = None
+        if index is None:
+            break
+        job = jobs[index]
+        if job.op.name not in callable_names:
+            continue
+        args = [job.op.call_args(c.arrays, c.output_grad, c.params) for c in job.cases]
+        try:
+            sandbox.submit(job.op.name, job.op.adapter, args, job.timing(efficiency_repeats))
+            pending = index
+        except WorkerDied as died:
+            received[index] = died
+    by_op: dict[str, list[tuple[_Job, Any]]] = {}
+    for index, job in enumerate(jobs):
+        by_op.setdefault(job.op.name, []).append((job, received.get(index)))
+    for op in ops:
+        grade.ops.append(_judge_op(op, by_op[op.name], forward_times))
     grade.ops.sort(key=lambda g: order.index(g.name))
     return grade
+
+
+def _calibrate(sandbox: Sandbox, large: dict[str, Any]) -> dict[str, float]:
+    """Forward times of the efficiency cases, from the worker before it runs student code."""
+    items = [
+        {"op": name, "arrays": c.arrays, "params": c.params, "output_grad": c.output_grad}
+        for name, c in large.items()
+    ]
+    seconds = sandbox.calibrate(items) or [None] * len(items)
+    return {name: s for name, s in zip(large, seconds) if s is not None}
+
+
+@dataclass
+class _Job:
+    """One request to the worker: an op's ordinary cases, or its efficiency case."""
+
+    op: Any
+    cases: list
+    timed: bool = False
+
+    def timing(self, repeats: int) -> dict | None:
+        if not self.timed:
+            return None
+        case = self.cases[0]
+        data = {"arrays": case.arrays, "params": case.params, "output_grad": case.output_grad}
+        return {"op": self.op.name, "case": data, "repeats": repeats}
 
 
 def _receive(sandbox: Sandbox, cases: list | None) -> Any:
@@ -156,14 +210,38 @@ def _receive(sandbox: Sandbox, cases: list | None) -> Any:
         return died
 
 
-def _judge_op(op: Any, cases: list | None, received: Any) -> OpGrade:
-    if cases is None:
+def _judge_op(op: Any, jobs: list[tuple[_Job, Any]], forward_times: dict) -> OpGrade:
+    (main, received), *extra = jobs
+    if received is None:
         return OpGrade.failed(op, "missing", "not defined in the notebook")
+    grade_or_verdicts = _judge_job(op, main, received, forward_times)
+    if isinstance(grade_or_verdicts, OpGrade):
+        return grade_or_verdicts
+    verdicts, output = grade_or_verdicts
+    for job, got in extra:
+        judged = _judge_job(op, job, got, forward_times)
+        if isinstance(judged, OpGrade):  # the efficiency run alone failed: that case fails
+            hint = "not-vectorized" if judged.status == "timeout" else "exception"
+            message = (
+                "took longer than the time limit on this large input: use whole-array NumPy "
+                "operations instead of Python loops over elements"
+                if judged.status == "timeout"
+                else judged.message
+            )
+            verdicts.append(op.judge(job.cases[0], None, error=message))
+            verdicts[-1].hint = hint
+        else:
+            verdicts += judged[0]
+    return score_op(op, verdicts, output)
+
+
+def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict):
+    """(verdicts, output) for the job's cases, or an OpGrade if the whole run failed."""
     if isinstance(received, WorkerDied):
         return OpGrade.failed(op, received.status, received.message)
     reply, buffers = received
     status = reply.get("status")
-    output = _text(reply.get("output", ""))
+    output = str(reply.get("output", ""))
     if status == "missing":
         return OpGrade.failed(op, "missing", "not implemented (raises NotImplementedError)", output)
     if status == "timeout":
@@ -171,13 +249,32 @@ def _judge_op(op: Any, cases: list | None, received: Any) -> OpGrade:
     if status == "memory":
         return OpGrade.failed(op, "memory", "ran out of memory", output)
     results = reply.get("results")
-    if status != "ran" or not isinstance(results, list) or len(results) != len(cases):
-        return OpGrade.failed(op, "error", _text(reply.get("message", "the worker failed")), output)
-    verdicts = [_judge(op, case, item, buffers) for case, item in zip(cases, results)]
-    return score_op(op, verdicts, output)
+    if status != "ran" or not isinstance(results, list) or len(results) != len(job.cases):
+        return OpGrade.failed(op, "error", str(reply.get("message", "the worker failed")), output)
+    verdicts = []
+    for case, item in zip(job.cases, results):
+        timing = _timing(op, case, item, forward_times) if job.timed else None
+        verdicts.append(_judge(op, case, item, buffers, timing))
+    return verdicts, output
 
 
-def _judge(op: Any, case: Any, item: Any, buffers: list[bytes]) -> Any:
+def _timing(op: Any, case: Any, item: Any, forward_times: dict) -> tuple[float, float] | None:
+    """(backward, forward) seconds; the forward is the smaller of the time calibrated
+    before student code was loaded and the time measured beside the backward, since
+    student code can only slow the reference forward down."""
+    measured = item.get("seconds") if isinstance(item, dict) else None
+    calibrated = forward_times.get(op.name)
+    if calibrated is None:
+        from gradcheck_kit.efficiency import forward_seconds
+
+        calibrated = forward_seconds(op, case)
+    if not (isinstance(measured, list) and len(measured) == 2):
+        return None
+    backward, forward = (float(v) for v in measured)
+    return backward, min(forward, calibrated)
+
+
+def _judge(op: Any, case: Any, item: Any, buffers: list[bytes], timing=None) -> Any:
     if not isinstance(item, dict):
         return op.judge(case, None, error="the worker sent no result")
     if "error" in item:
@@ -189,7 +286,8 @@ def _judge(op: Any, case: Any, item: Any, buffers: list[bytes]) -> Any:
     bad = _find_unsupported(value)
     if bad is not None:
         return op.judge(case, None, error=f"returned {_text(bad.what)}; return NumPy float arrays")
-    return op.judge(case, value, mutated=bool(item.get("mutated")))
+    details = {"timing": timing} if timing is not None else {}
+    return op.judge(case, value, mutated=bool(item.get("mutated")), **details)
 
 
 def _text(value: Any) -> str:

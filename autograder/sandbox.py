@@ -150,18 +150,47 @@ class Sandbox:
             "timeout": self.options.timeout,
         }
         try:
-            self._ensure_ready(time.monotonic() + 30.0)
+            if self.process is not None and self._ready:  # calibrated already: load now
+                self._send(self.load_request)
+                self.load_reply = self._read(time.monotonic() + 30.0 + self.load_budget())[0]
+            else:
+                self._ensure_ready(time.monotonic() + 30.0)
         except WorkerDied as died:
             # the source kills every worker that loads it; later runs start empty
             self.load_request = None
             return {"callable": [], "fatal": died.message, "errors": []}
         return self.load_reply or {}
 
-    def submit(self, fn: str, adapter: str | None, cases: list[tuple]) -> None:
-        """Ask the worker to call ``fn`` on each argument tuple; see :meth:`collect`."""
+    def calibrate(self, items: list[dict]) -> list[float] | None:
+        """Reference forward times of the efficiency cases (``{"op", "arrays", "params",
+        "output_grad"}`` each), measured in a worker that has loaded no student code yet.
+        None if the worker cannot time them."""
+        if self.load_request is not None:
+            raise RuntimeError("calibrate before loading student code")
+        deadline = time.monotonic() + 30.0
+        try:
+            self._ensure_ready(deadline)
+            tree, buffers = channel.encode(items)
+            self._send({"cmd": "calibrate", "cases": tree}, buffers)
+            seconds = self._read(deadline + 30.0)[0].get("seconds")
+        except WorkerDied:
+            return None
+        if not isinstance(seconds, list) or len(seconds) != len(items):
+            return None
+        return [float(s) if isinstance(s, (int, float)) else None for s in seconds]
+
+    def submit(
+        self, fn: str, adapter: str | None, cases: list[tuple], timing: dict | None = None
+    ) -> None:
+        """Ask the worker to call ``fn`` on each argument tuple; see :meth:`collect`.
+        ``timing`` (``{"op", "case", "repeats"}``) also times the call against the
+        reference forward (efficiency cases)."""
         self._ensure_ready(time.monotonic() + 30.0)
-        tree, buffers = channel.encode(list(cases))
-        self._send({"cmd": "run", "fn": fn, "adapter": adapter, "cases": tree}, buffers)
+        tree, buffers = channel.encode({"cases": list(cases), "timing": (timing or {}).get("case")})
+        request = {"cmd": "run", "fn": fn, "adapter": adapter, "cases": tree["v"]["cases"]}
+        if timing:
+            request["timing"] = dict(timing, case=tree["v"]["timing"])
+        self._send(request, buffers)
         self._deadline = time.monotonic() + self.options.timeout + GRACE
 
     def collect(self) -> tuple[dict, list[bytes]]:
@@ -170,8 +199,10 @@ class Sandbox:
             raise WorkerDied("error", "the worker is gone")
         return self._read(self._deadline)
 
-    def run(self, fn: str, adapter: str | None, cases: list[tuple]) -> tuple[dict, list[bytes]]:
-        self.submit(fn, adapter, cases)
+    def run(
+        self, fn: str, adapter: str | None, cases: list[tuple], timing: dict | None = None
+    ) -> tuple[dict, list[bytes]]:
+        self.submit(fn, adapter, cases, timing)
         return self.collect()
 
     def _send(self, header: dict, buffers: list[bytes] = ()) -> None:

@@ -6,9 +6,14 @@ nobody: it only calls student functions and sends back what they returned. Judgi
 happens in the grader. Only the standard library and NumPy may be imported here; the
 wire format comes from ``channel.py`` next to this file, loaded by path.
 
-Protocol (see channel.py for framing): requests ``load`` (the extracted source, as
-top-level chunks) and ``run`` (one op: function name, adapter, cases); every request
-gets exactly one reply.
+Protocol (see channel.py for framing): requests ``calibrate`` (time the reference
+forwards of the efficiency cases, before any student code exists here), ``load`` (the
+extracted source, as top-level chunks) and ``run`` (one op: function name, adapter,
+cases, and for an efficiency case the timing of the backward against the forward);
+every request gets exactly one reply.
+
+The reference forwards are the one thing taken from the grader's package: it is
+imported before student code runs and then made unimportable, like the grader itself.
 """
 
 import io
@@ -116,9 +121,10 @@ def _with_alarm(seconds, fn, *args):  # used for load-time statements
 
 
 class Worker:
-    def __init__(self):
+    def __init__(self, reference=None):
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
         self.timeout = 10.0
+        self.reference = reference
 
     def load(self, request):
         """Execute each top-level chunk on its own, so one failure loses only itself;
@@ -191,6 +197,7 @@ class Worker:
                 return _adapt(_fn, *args)
 
         cases = decode(request["cases"], buffers)
+        timing = request.get("timing")
         results, out_buffers = [], []
         # one soft deadline for the whole op: a hung op costs that op only
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
@@ -200,12 +207,34 @@ class Worker:
                 if "status" in outcome:
                     return dict(outcome, output=_take_output()), []
                 out_buffers += outcome.pop("buffers", [])
+                if timing and "error" not in outcome:
+                    outcome["seconds"] = self._time(call, args, timing, buffers)
                 results.append(outcome)
         except _SoftTimeout:
             return {"status": "timeout", "output": _take_output()}, []
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         return {"status": "ran", "results": results, "output": _take_output()}, out_buffers
+
+    def _time(self, call, args, timing, buffers):
+        """(backward, forward) best seconds, run alternately on fresh copies; the forward
+        is the reference one (student code may have slowed it: the grader keeps the
+        smaller of this and the time calibrated before loading)."""
+        if self.reference is None:
+            return None
+        repeats = int(timing.get("repeats", 5))
+        spec = dict(timing, case=decode(timing["case"], buffers))
+        op, case, efficiency = _timing_case(self.reference, spec)
+        copies = iter(
+            [
+                [np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args]
+                for _ in range(repeats)
+            ]
+        )
+        backward, forward = efficiency.interleaved_times(
+            lambda: call(*next(copies)), efficiency.reference_forward(op, case), repeats
+        )
+        return [backward, max(forward, efficiency.copy_floor(case, repeats))]
 
     def _one(self, call, args, offset):
         before = _snapshot(args)
@@ -269,15 +298,47 @@ def _same(snapshot, value):
     )
 
 
+def _load_reference():
+    """The registry's ops and timing helpers, or None if the package is not importable
+    here (the grader then times the forward itself)."""
+    try:
+        import gradcheck_kit
+        from gradcheck_kit import efficiency
+    except Exception:  # noqa: BLE001
+        return None
+    return {op.name: op for op in gradcheck_kit.all_ops()}, efficiency
+
+
+def _timing_case(reference, request):
+    ops, efficiency = reference
+    op = ops[request["op"]]
+    data = request["case"]
+    case_type = efficiency.Case
+    case = case_type(op.name, "", "efficiency", data["arrays"], data["params"], data["output_grad"])
+    return op, case, efficiency
+
+
+def calibrate(reference, request, buffers):
+    """Forward times of the efficiency cases, measured before student code is loaded."""
+    if reference is None:
+        return {"seconds": None}
+    seconds = []
+    for item in decode(request["cases"], buffers):
+        op, case, efficiency = _timing_case(reference, {"op": item["op"], "case": item})
+        seconds.append(efficiency.forward_seconds(op, case))
+    return {"seconds": seconds}
+
+
 def main():
     np.seterr(all="ignore")
+    reference = _load_reference()
     _apply_limits()
     signal.signal(signal.SIGALRM, _on_alarm)
     sys.meta_path.insert(0, _Blocker())
     for name in list(sys.modules):
         if name.partition(".")[0] in BLOCKED:
             del sys.modules[name]
-    worker = Worker()
+    worker = Worker(reference)
     write_message(_PROTO_OUT, {"ready": True, "pid": os.getpid()})
     while True:
         try:
@@ -285,7 +346,9 @@ def main():
         except EOFError:
             return
         command = request.get("cmd")
-        if command == "load":
+        if command == "calibrate":
+            write_message(_PROTO_OUT, calibrate(reference, request, buffers))
+        elif command == "load":
             write_message(_PROTO_OUT, worker.load(request))
         elif command == "run":
             reply, out = worker.run(request, buffers)

@@ -38,6 +38,8 @@ class Case:
     has_zeros: bool = False
     weight: float = 1.0
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: efficiency cases: the backward may take this many times the forward
+    time_bound: float | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -65,7 +67,7 @@ def generate_cases(spec: OpSpec, *, hidden: bool = False, secret: str | None = N
         rng = seed_for(spec.name, "hidden\0" + (secret or ""))
     else:
         rng = seed_for(spec.name, PUBLIC_SEED)
-    base = [_sample_case(spec, rng, layout, hidden) for layout in spec.layouts(rng, hidden)]
+    base = [sample_case(spec, rng, layout, hidden) for layout in spec.layouts(rng, hidden)]
     cases = list(base)
     gradable = [c for c in base if c.family != "degenerate" and c.output_grad.size > 0]
     picks = _pick(rng, gradable, 2 if hidden else 1)
@@ -89,7 +91,7 @@ def generate_cases(spec: OpSpec, *, hidden: bool = False, secret: str | None = N
     return cases
 
 
-def _sample_case(spec: OpSpec, rng: np.random.Generator, layout, hidden: bool) -> Case:
+def sample_case(spec: OpSpec, rng: np.random.Generator, layout, hidden: bool) -> Case:
     family, label, shapes, params = layout
     arrays: dict[str, Any] = {}
     for name, domain in spec.inputs.items():

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .cases import Case, non_contiguous
+from .efficiency import copy_floor, efficiency_case, interleaved_times, reference_forward
 from .registry import Checkable, get_op
 from .verdict import CaseResult, score_cases
 
@@ -167,15 +168,34 @@ def run_cases(fn: Callable, spec: Checkable, cases: Sequence[Case]) -> CheckResu
             result, error, mutated = call_on_case(fn, spec, case)
         except NotImplementedError:
             return CheckResult(spec.name, [], status="not implemented")
-        outcome.cases.append(spec.judge(case, result, error=error, mutated=mutated))
+        details = {"error": error, "mutated": mutated}
+        if getattr(case, "time_bound", None) is not None and error is None:
+            details["timing"] = time_backward(fn, spec, case)
+        outcome.cases.append(spec.judge(case, result, **details))
     return outcome
 
 
-def check(fn: Callable, name: str | None = None, *, show: bool = True) -> CheckResult:
+def time_backward(fn: Callable, spec: Checkable, case: Case, repeats: int = 5):
+    """(backward, forward) seconds: best of runs on fresh copies, alternating with the
+    reference forward; the forward is floored as in :mod:`gradcheck_kit.efficiency`."""
+    args = spec.call_args(case.arrays, case.output_grad, case.params)
+    call = adapted(fn, spec)
+    copies = iter([copy_args(args) for _ in range(repeats)])
+    backward, forward = interleaved_times(
+        lambda: call(*next(copies)), reference_forward(spec, case), repeats
+    )
+    return backward, max(forward, copy_floor(case, repeats))
+
+
+def check(
+    fn: Callable, name: str | None = None, *, show: bool = True, efficiency: bool = True
+) -> CheckResult:
     """Check a backward function on its public cases and show the results.
 
     The op is found by the function's name (``sin_backward`` -> the ``sin`` op); pass
-    ``name=`` for a function whose ``__name__`` differs (a lambda, an alias).
+    ``name=`` for a function whose ``__name__`` differs (a lambda, an alias). With
+    ``efficiency`` (the default), one large case also compares the backward's time with
+    the forward's: a Python loop over elements fails it with hint ``not-vectorized``.
     """
     op_name = name or getattr(fn, "__name__", "")
     try:
@@ -185,7 +205,9 @@ def check(fn: Callable, name: str | None = None, *, show: bool = True) -> CheckR
             f"check() does not know a function named {op_name!r}; name it as in the "
             "assignment (e.g. sin_backward) or pass name='sin_backward'"
         ) from None
-    result = run_cases(fn, spec, spec.cases())
+    cases = spec.cases()
+    large = efficiency_case(spec) if efficiency else None
+    result = run_cases(fn, spec, cases + ([large] if large is not None else []))
     if show:
         _show(result)
     return result

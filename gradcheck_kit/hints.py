@@ -4,7 +4,8 @@ wrong answers, computed from the full numerical gradient.
 Every hint is a machine-readable code and a sentence that says what to fix:
 ``unbroadcast``, ``shape``, ``transpose``, ``sign``, ``scale``, ``upstream``,
 ``nonfinite``, ``mutated-input``, ``zeros``, ``ties``, ``exception``,
-``wrong-value``. Only failing cases get here, so the O(size) numerical gradient is
+``wrong-value``, and ``not-vectorized`` (from :mod:`gradcheck_kit.efficiency`).
+Only failing cases get here, so the O(size) numerical gradient is
 affordable.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from ._broadcast import unbroadcast
 from .cases import Case
 from .layouts import shape_text
-from .numerical import Leaf, full_gradient, leaves_of
+from .numerical import Leaf, directional_derivative, full_gradient, leaves_of, step_size
 from .registry import OpSpec
 from .verdict import Malformed, loss_function, tolerance
 
@@ -36,7 +37,19 @@ HINT_CODES = (
     "ties",
     "exception",
     "wrong-value",
+    "not-vectorized",
 )
+
+
+#: above this many input elements a failure is not explained element by element (the
+#: full numerical gradient costs O(size^2)); only the efficiency cases are this large
+LARGEST_EXPLAINED = 20_000
+
+
+def too_large_to_explain(spec: OpSpec, case: Case) -> bool:
+    leaves = leaves_of(spec.grad_names, case.arrays)
+    size = sum(np.size(leaf.get(case.arrays)) for leaf in leaves) + np.size(case.output_grad)
+    return size > LARGEST_EXPLAINED
 
 
 class _Reference:
@@ -114,6 +127,16 @@ def explain_malformed(spec: OpSpec, case: Case, bad: Malformed) -> tuple[str, st
     leaf, got = bad.leaf, bad.value
     want = np.shape(leaf.get(case.arrays))
     prefix = _prefix(spec, leaf)
+    if too_large_to_explain(spec, case):
+        if spec.broadcasting and got.shape == np.shape(case.output_grad):
+            return "unbroadcast", (
+                f"{prefix}the gradient is still in the broadcast shape {shape_text(got.shape)}; "
+                f"sum it back to the input's shape {shape_text(want)}"
+            )
+        return "shape", (
+            f"{prefix}returned shape {shape_text(got.shape)}, but the gradient must have "
+            f"exactly the input's shape {shape_text(want)}"
+        )
     reference = _Reference(spec, case)
     rtol = _match_rtol(case)
     expanded = reference.expanded(leaf)
@@ -238,6 +261,8 @@ def ties_message(spec: OpSpec) -> str:
 
 def diagnose(spec: OpSpec, case: Case, grads: dict, leaves: list[Leaf]) -> tuple[str, str]:
     """The most specific hint that explains why ``grads`` is wrong."""
+    if too_large_to_explain(spec, case):
+        return _diagnose_by_projection(spec, case, grads, leaves)
     reference = _Reference(spec, case)
     rtol = _match_rtol(case)
     wrong = [
@@ -298,6 +323,42 @@ def _explain_leaf(spec, case, reference: _Reference, leaf, got, rtol):
                 "product of the other elements when x = 0; compute that product directly"
             )
     return None
+
+
+def _diagnose_by_projection(spec, case, grads, leaves) -> tuple[str, str]:
+    """Sign, scale and ignored upstream, told apart along random directions, one leaf at a
+    time: a few forward evaluations, for inputs too large for the full gradient."""
+    rng = np.random.default_rng(0)
+    arrays = {k: _float64(v) for k, v in case.arrays.items()}
+    upstream = np.asarray(case.output_grad, dtype=np.float64)
+    with_upstream = loss_function(spec, case.params, upstream)
+    with_ones = loss_function(spec, case.params, np.ones(upstream.shape))
+    for leaf in leaves:
+        got, value = grads[leaf.label], np.asarray(leaf.get(arrays))
+        step = step_size([value])
+        ratios, ignoring = [], True
+        for _ in range(2):
+            d = rng.standard_normal(value.shape)
+            analytic = float(np.sum(got * d))
+            right = directional_derivative(with_upstream, arrays, [leaf], [d], step)
+            ones = directional_derivative(with_ones, arrays, [leaf], [d], step)
+            ignoring &= abs(analytic - ones) <= 1e-4 * max(abs(ones), 1e-12)
+            ratios.append(analytic / right if right else np.inf)
+        prefix = _prefix(spec, leaf)
+        if ignoring and not np.all(upstream == 1.0):
+            return "upstream", f"{prefix}the result ignores output_grad (on this large input)"
+        if abs(ratios[0] - ratios[1]) <= 1e-4 * abs(ratios[0]) and abs(ratios[0] - 1) > 1e-3:
+            if abs(ratios[0] + 1) <= 1e-4:
+                return "sign", f"{prefix}the sign is flipped (on this large input)"
+            return "scale", (
+                f"{prefix}off by a constant factor: your gradient is {_nice(ratios[0])} times "
+                "the right one (on this large input)"
+            )
+        if abs(ratios[0] - 1) > 1e-4 or abs(ratios[1] - 1) > 1e-4:
+            break
+    return "wrong-value", (
+        "wrong values on this large input; the hints of the smaller cases say where"
+    )
 
 
 MISTAKE_SENTENCES = {

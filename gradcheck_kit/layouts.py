@@ -136,3 +136,9 @@ def reduced_size(shape: tuple[int, ...], dim) -> int:
         return int(np.prod(shape, dtype=np.int64))
     axes = dim if isinstance(dim, tuple) else (dim,)
     return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+
+
+def large(label: str, shapes: dict, params: dict | None = None) -> Layout:
+    """The layout of an op's efficiency case: about 10^5 elements, enough that a Python
+    loop over them stands out from whole-array NumPy by two orders of magnitude."""
+    return "efficiency", label, shapes, dict(params or {})

@@ -64,7 +64,9 @@ def step_size(arrays: Sequence[np.ndarray]) -> float:
     values = [np.asarray(a, dtype=np.float64).reshape(-1) for a in arrays]
     flat = np.concatenate(values) if values else np.zeros(0)
     spread = float(np.std(flat)) if flat.size > 1 else float(np.abs(flat).max(initial=0.0))
-    return RELATIVE_STEP * max(1.0, spread)
+    # capped: inputs spread wider than that are spread to keep ties (max, max-pool) apart,
+    # and a coarse step would step over the gaps between them
+    return RELATIVE_STEP * min(max(1.0, spread), 10.0)
 
 
 def directional_derivative(

@@ -59,6 +59,8 @@ class OpSpec:
     #: optional Python source defining ``adapt(fn, *args)``: how to call the student's
     #: function with a case's arguments (see ``Checkable``); None means ``fn(*args)``
     adapter: str | None = None
+    #: one large layout for the efficiency case (see ``gradcheck_kit.efficiency``)
+    large: Layout | None = None
 
     def cases(self, hidden: bool = False, secret: str | None = None) -> list:
         from .cases import generate_cases

@@ -88,11 +88,14 @@ def judge(
     error: str | None = None,
     mutated: bool = False,
     rng: np.random.Generator | None = None,
+    timing: tuple[float, float] | None = None,
 ) -> CaseResult:
     """Judge ``result``, what the student's function returned for ``case``.
 
     ``error`` is the text of an exception the function raised (``result`` is then
-    ignored); ``mutated`` says whether it modified an argument in place.
+    ignored); ``mutated`` says whether it modified an argument in place. For an
+    efficiency case, ``timing`` is (backward seconds, forward seconds), measured in the
+    same process; without it only the values are judged.
     """
 
     def verdict(passed: bool, hint: str | None = None, message: str = "", err=None):
@@ -133,6 +136,13 @@ def judge(
 
     rel_error = projection_error(spec, case, grads, leaves, rng)
     if rel_error <= 1.0:
+        if case.time_bound is not None and timing is not None:
+            from .efficiency import time_verdict
+
+            fast, message = time_verdict(case, *timing)
+            if not fast:
+                return verdict(False, "not-vectorized", message, rel_error * tolerance(case))
+            return verdict(True, message=message, err=rel_error * tolerance(case))
         return verdict(True, err=rel_error * tolerance(case))
     hint, message = hints.diagnose(spec, case, grads, leaves)
     return verdict(False, hint, message, rel_error * tolerance(case))

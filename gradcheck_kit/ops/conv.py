@@ -6,7 +6,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..domains import Distinct, Real
-from ..layouts import shape_text
+from ..layouts import large, shape_text
 from ..registry import OpSpec, register
 from .subgradients import groups_ok
 
@@ -78,6 +78,11 @@ register(
         forward=conv2d,
         inputs={"input": Real(), "weight": Real(), "bias": Real()},
         params={"stride": 1, "padding": 0, "dilation": 1},
+        large=large(
+            "x (2,8,16,16), weight (16,8,3,3)",
+            {"input": (2, 8, 16, 16), "weight": (16, 8, 3, 3), "bias": (16,)},
+            {"stride": 1, "padding": 1, "dilation": 1},
+        ),
         layouts=_conv_layouts,
         points=5.0,
     )
@@ -160,6 +165,11 @@ register(
         ),
         inputs={"input": Distinct()},
         params={"kernel_size": None, "stride": None},
+        large=large(
+            "x (4,8,32,32), kernel_size=2",
+            {"input": (4, 8, 32, 32)},
+            {"kernel_size": 2, "stride": None},
+        ),
         layouts=_pool_layouts,
         points=3.0,
         make_ties=_tie_pool,
@@ -175,6 +185,11 @@ register(
         ),
         inputs={"input": Real()},
         params={"kernel_size": None, "stride": None},
+        large=large(
+            "x (4,8,32,32), kernel_size=2",
+            {"input": (4, 8, 32, 32)},
+            {"kernel_size": 2, "stride": None},
+        ),
         layouts=_pool_layouts,
         points=3.0,
     )
@@ -210,6 +225,11 @@ register(
         forward=batch_norm,
         inputs={"input": Real(), "weight": Real(), "bias": Real()},
         params={"eps": 1e-5},
+        large=large(
+            "x (32,16,8,8)",
+            {"input": (32, 16, 8, 8), "weight": (16,), "bias": (16,)},
+            {"eps": 1e-5},
+        ),
         layouts=_batch_norm_layouts,
         points=4.0,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..domains import Interleaved, Mask, Positive, Real
-from ..layouts import BROADCAST_PAIRS, broadcast_layouts, shape_text, unary_layouts
+from ..layouts import BROADCAST_PAIRS, broadcast_layouts, large, shape_text, unary_layouts
 from ..registry import OpSpec, register
 from .subgradients import kink_ok, set_some
 
@@ -20,6 +20,7 @@ def _unary(name: str, forward, domain=Real(), points: float = 1.0, **options) ->
             forward=forward,
             inputs={"input": domain},
             layouts=unary_layouts,
+            large=large("shape (150,200)", {"input": (150, 200)}),
             points=points,
             **options,
         )
@@ -36,6 +37,9 @@ def _binary(
             forward=forward,
             inputs={"input1": first, "input2": second},
             layouts=broadcast_layouts(2),
+            large=large(
+                "broadcast (150,200) with (200,)", {"input1": (150, 200), "input2": (200,)}
+            ),
             points=points,
             broadcasting=True,
             **options,
@@ -60,6 +64,9 @@ register(
         assignment=A,
         forward=lambda input, out_shape: np.broadcast_to(input, out_shape),
         inputs={"input": Real()},
+        large=large(
+            "unbroadcast (150,200) to (200,)", {"input": (200,)}, {"out_shape": (150, 200)}
+        ),
         layouts=_unbroadcast_layouts,
         points=2.0,
         broadcasting=True,
@@ -172,6 +179,10 @@ register(
         forward=lambda condition, input1, input2: np.where(condition, input1, input2),
         inputs={"condition": Mask(), "input1": Real(), "input2": Real()},
         differentiable=("input1", "input2"),
+        large=large(
+            "broadcast (150,200) with (200,) with (150,1)",
+            {"condition": (150, 200), "input1": (200,), "input2": (150, 1)},
+        ),
         layouts=broadcast_layouts(3, ("condition", "input1", "input2")),
         points=2.0,
         broadcasting=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..domains import Given, Real
-from ..layouts import random_shape, shape_text
+from ..layouts import large, random_shape, shape_text
 from ..registry import OpSpec, register
 
 A = "03_matmul"
@@ -48,6 +48,7 @@ register(
         assignment=A,
         forward=lambda input1, input2: np.matmul(input1, input2),
         inputs={"input1": Real(), "input2": Real()},
+        large=large("(100,150) @ (150,100)", {"input1": (100, 150), "input2": (150, 100)}),
         layouts=_matmul_layouts,
         points=3.0,
         broadcasting=False,
@@ -80,6 +81,10 @@ register(
         assignment=A,
         forward=lambda input, weight, bias: input @ weight.T + (0.0 if bias is None else bias),
         inputs={"input": Real(), "weight": Real(), "bias": Real()},
+        large=large(
+            "x (250,100), weight (50,100)",
+            {"input": (250, 100), "weight": (50, 100), "bias": (50,)},
+        ),
         layouts=_linear_layouts,
         points=3.0,
     )
@@ -123,6 +128,7 @@ for _name, _forward in (("softmax_backward", _softmax), ("log_softmax_backward",
             forward=_forward,
             inputs={"input": Real()},
             params={"dim": -1},
+            large=large("shape (150,200), dim=-1", {"input": (150, 200)}, {"dim": -1}),
             layouts=_softmax_layouts,
             points=3.0,
         )
@@ -158,6 +164,7 @@ register(
         forward=_cross_entropy,
         inputs={"input": Real(), "target": Given()},
         differentiable=("input",),
+        large=large("logits (1000,30)", {"input": (1000, 30), "target": np.arange(1000) % 30}),
         layouts=_cross_entropy_layouts,
         points=3.0,
     )
@@ -178,6 +185,7 @@ register(
         assignment=A,
         forward=lambda input, target: np.mean((input - target) ** 2),
         inputs={"input": Real(), "target": Real()},
+        large=large("shape (150,200)", {"input": (150, 200), "target": (150, 200)}),
         layouts=_mse_layouts,
         points=2.0,
     )

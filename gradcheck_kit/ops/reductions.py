@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..domains import Distinct, Real
-from ..layouts import random_shape, reduced_size, reduction_layouts, shape_text
+from ..layouts import large, random_shape, reduced_size, reduction_layouts, shape_text
 from ..registry import OpSpec, register
 from .subgradients import groups_ok, reduction_groups, tie_with_max
 
@@ -28,6 +28,9 @@ def _reduction(
             forward=forward,
             inputs={"input": domain},
             params=dict(_DIM),
+            large=large(
+                "shape (30,25,40), dim=1", {"input": (30, 25, 40)}, {"dim": 1, "keepdim": False}
+            ),
             layouts=reduction_layouts(allow_empty_reduction),
             points=points,
             **options,
@@ -113,6 +116,11 @@ register(
         ),
         inputs={"input": Real()},
         params={**_DIM, "correction": 1},
+        large=large(
+            "shape (30,25,40), dim=1",
+            {"input": (30, 25, 40)},
+            {"dim": 1, "keepdim": False, "correction": 1},
+        ),
         layouts=_var_layouts,
         points=3.0,
     )
@@ -147,6 +155,7 @@ register(
         assignment=A,
         forward=lambda input, shape: np.reshape(input, shape),
         inputs={"input": Real()},
+        large=large("reshape (150,200) to (200,150)", {"input": (150, 200)}, {"shape": (200, 150)}),
         layouts=_reshape_layouts,
         points=1.0,
         call=lambda arrays, output_grad, params: (arrays["input"], output_grad),
@@ -176,6 +185,9 @@ register(
         forward=lambda input, dims: np.transpose(input, dims),
         inputs={"input": Real()},
         params={"dims": None},
+        large=large(
+            "permute (30,25,40) by (2, 0, 1)", {"input": (30, 25, 40)}, {"dims": (2, 0, 1)}
+        ),
         layouts=_permute_layouts,
         points=2.0,
     )
@@ -209,6 +221,7 @@ register(
         assignment=A,
         forward=lambda input, shape: np.broadcast_to(input, shape),
         inputs={"input": Real()},
+        large=large("expand (1,200) to (150,200)", {"input": (1, 200)}, {"shape": (150, 200)}),
         layouts=_expand_layouts,
         points=2.0,
         broadcasting=True,
@@ -271,6 +284,11 @@ register(
         forward=lambda input, index: np.asarray(input[index]),
         inputs={"input": Real()},
         params={"index": None},
+        large=large(
+            "x[1000 indices with repeats] with x of shape (1500,20)",
+            {"input": (1500, 20)},
+            {"index": np.arange(1000) * 7 % 750},
+        ),
         layouts=_getitem_layouts,
         points=3.0,
     )
@@ -301,6 +319,9 @@ register(
         forward=lambda inputs, dim: np.concatenate(inputs, axis=dim),
         inputs={"inputs": Real()},
         params={"dim": 0},
+        large=large(
+            "cat (75,200), (75,200) along dim=0", {"inputs": [(75, 200), (75, 200)]}, {"dim": 0}
+        ),
         layouts=_cat_layouts,
         points=2.0,
         returns_list=True,
@@ -325,6 +346,7 @@ register(
         forward=lambda input, dim: np.cumsum(input, axis=dim),
         inputs={"input": Real()},
         params={"dim": None},
+        large=large("shape (150,200), dim=1", {"input": (150, 200)}, {"dim": 1}),
         layouts=_scan_layouts,
         points=2.0,
     )
@@ -336,6 +358,7 @@ register(
         forward=lambda input, dim: np.cumprod(input, axis=dim),
         inputs={"input": Real(low=0.5, high=1.5)},
         params={"dim": None},
+        large=large("shape (6000,5), dim=1", {"input": (6000, 5)}, {"dim": 1}),
         layouts=_scan_layouts,
         points=3.0,
         make_zeros=_put_zeros,

@@ -139,9 +139,23 @@ def test_worker_script_imports_only_stdlib_and_numpy():
     import ast
 
     tree = ast.parse(open(WORKER_PATH).read())
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    # the reference forwards (for timing efficiency cases) are the one exception: taken
+    # from the grader's package in one function that runs before any student code
+    reference = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_load_reference"
+    )
+    inside = {id(n) for n in ast.walk(reference)}
+    nodes = [n for n in ast.walk(tree) if id(n) not in inside]
+    imported = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in nodes if isinstance(n, ast.ImportFrom)}
     allowed = {"ast", "io", "os", "resource", "runpy", "signal", "sys", "traceback", "numpy"}
     assert imported <= allowed, imported - allowed
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    calls = [
+        c.func.id
+        for c in ast.walk(main)
+        if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+    ]
+    assert calls.index("_load_reference") < calls.index("Worker")  # before student code
     # and it runs in isolated mode, where the project is not on sys.path by cwd
     assert "-I" in open(WORKER_PATH.replace("worker.py", "sandbox.py")).read()

@@ -250,6 +250,31 @@ def reshape_backward_returns_output_grad(input, output_grad):
     return output_grad
 
 
+def exp_backward_python_loop(input, output_grad):
+    grad = np.zeros(input.shape, dtype=input.dtype)
+    for index in np.ndindex(input.shape):
+        grad[index] = np.exp(input[index]) * output_grad[index]
+    return grad
+
+
+def sum_backward_numerically(input, output_grad, dim=None, keepdim=False):
+    """Central differences of the forward inside the backward: right, and far too slow."""
+
+    def loss(x):
+        return np.sum(output_grad * np.sum(x, axis=dim, keepdims=keepdim))
+
+    grad = np.zeros(input.shape)
+    point = np.array(input, dtype=np.float64)
+    for index in np.ndindex(input.shape):
+        original = point[index]
+        point[index] = original + 0.5
+        up = loss(point)
+        point[index] = original - 0.5
+        grad[index] = up - loss(point)  # the sum is linear: any step is exact
+        point[index] = original
+    return grad.astype(input.dtype)
+
+
 BUGS = [
     ("add_backward", add_forgets_to_unbroadcast, "unbroadcast"),
     ("add_backward", add_always_sums_axis_zero, "unbroadcast"),
@@ -295,6 +320,8 @@ BUGS = [
     ("batch_norm_backward", batch_norm_forgets_mean_terms, "wrong-value"),
     ("cat_backward", cat_backward_splits_along_axis_zero, "shape"),
     ("reshape_backward", reshape_backward_returns_output_grad, "shape"),
+    ("exp_backward", exp_backward_python_loop, "not-vectorized"),
+    ("sum_backward", sum_backward_numerically, "not-vectorized"),
 ]
 
 

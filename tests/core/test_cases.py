@@ -104,6 +104,7 @@ def test_cases_carry_inputs_only_never_expected_answers():
         "has_zeros",
         "weight",
         "tags",
+        "time_bound",
     }
 
 

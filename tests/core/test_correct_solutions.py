@@ -40,7 +40,24 @@ def einsum_matmul_backward(input1, input2, output_grad):
 
 
 def loop_conv2d_backward(input, weight, bias, output_grad, stride=1, padding=0, dilation=1):
-    """Plain loops over every output position: slow, but correct."""
+    """A loop over output positions, vectorized over batch and channels: a common, fair
+    student solution."""
+    (sh, sw), (ph, pw), (dh, dw) = (solutions._pair(v) for v in (stride, padding, dilation))
+    x = np.pad(input, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    grad_x, grad_w = np.zeros_like(x), np.zeros_like(weight)
+    kh, kw = weight.shape[2:]
+    for i, j in np.ndindex(output_grad.shape[2:]):
+        rows = slice(i * sh, i * sh + dh * (kh - 1) + 1, dh)
+        cols = slice(j * sw, j * sw + dw * (kw - 1) + 1, dw)
+        g = output_grad[:, :, i, j]
+        grad_w += np.einsum("no,nckl->ockl", g, x[:, :, rows, cols])
+        grad_x[:, :, rows, cols] += np.einsum("no,ockl->nckl", g, weight)
+    grad_x = grad_x[:, :, ph : ph + input.shape[2], pw : pw + input.shape[3]]
+    return grad_x, grad_w, None if bias is None else output_grad.sum(axis=(0, 2, 3))
+
+
+def element_loop_conv2d_backward(input, weight, bias, output_grad, stride=1, padding=0, dilation=1):
+    """A Python loop over every output element: right values, far from vectorized."""
     (sh, sw), (ph, pw), (dh, dw) = (solutions._pair(v) for v in (stride, padding, dilation))
     x = np.pad(input, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     grad_x, grad_w = np.zeros_like(x), np.zeros_like(weight)
@@ -52,6 +69,12 @@ def loop_conv2d_backward(input, weight, bias, output_grad, stride=1, padding=0, 
         grad_x[n, :, rows, cols] += output_grad[n, o, i, j] * weight[o]
     grad_x = grad_x[:, :, ph : ph + input.shape[2], pw : pw + input.shape[3]]
     return grad_x, grad_w, None if bias is None else output_grad.sum(axis=(0, 2, 3))
+
+
+def test_a_loop_over_every_element_is_right_but_not_vectorized():
+    result = grade("conv2d_backward", element_loop_conv2d_backward)
+    failed = [(c.family, c.hint) for c in result.cases if not c.passed]
+    assert failed == [("efficiency", "not-vectorized")]
 
 
 def relu_at_zero_takes_slope_one(input, output_grad):
