@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import itertools
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
 
 from ._broadcast import unbroadcast
 from .cases import Case
 from .layouts import shape_text
-from .numerical import Leaf, directional_derivative, full_gradient, leaves_of, step_size
+from .numerical import (
+    Leaf,
+    as_float64,
+    directional_derivative,
+    full_gradient,
+    leaves_of,
+    step_size,
+)
 from .registry import OpSpec
 from .verdict import Malformed, loss_function, tolerance
 
@@ -57,7 +63,7 @@ class _Reference:
 
     def __init__(self, spec: OpSpec, case: Case):
         self.spec, self.case = spec, case
-        self.arrays = {k: _float64(v) for k, v in case.arrays.items()}
+        self.arrays = {k: as_float64(v) for k, v in case.arrays.items()}
         self.leaves = leaves_of(spec.grad_names, case.arrays)
         self._grads: dict[str, np.ndarray] | None = None
         self._ones: dict[str, np.ndarray] | None = None
@@ -90,14 +96,6 @@ class _Reference:
         arrays = leaf.replaced(self.arrays, np.broadcast_to(value, out_shape).copy())
         loss = loss_function(self.spec, self.case.params, self.case.output_grad)
         return full_gradient(loss, arrays, [leaf])[leaf.label]
-
-
-def _float64(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_float64(v) for v in value]
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-        return value.astype(np.float64)
-    return value
 
 
 def close(actual: np.ndarray, expected: np.ndarray, rtol: float) -> bool:
@@ -302,7 +300,7 @@ def _explain_leaf(spec, case, reference: _Reference, leaf, got, rtol):
             f"right one; check the divisor (N, N - correction, the window size) or a missing 2"
         )
     for name, mistake in spec.mistakes.items():
-        arrays = {k: _float64(v) for k, v in case.arrays.items()}
+        arrays = {k: as_float64(v) for k, v in case.arrays.items()}
         wrong_grads = mistake(arrays, case.params, np.asarray(case.output_grad, np.float64))
         candidate = wrong_grads.get(leaf.label)
         if candidate is not None and close(got, np.asarray(candidate), rtol):
@@ -329,7 +327,7 @@ def _diagnose_by_projection(spec, case, grads, leaves) -> tuple[str, str]:
     """Sign, scale and ignored upstream, told apart along random directions, one leaf at a
     time: a few forward evaluations, for inputs too large for the full gradient."""
     rng = np.random.default_rng(0)
-    arrays = {k: _float64(v) for k, v in case.arrays.items()}
+    arrays = {k: as_float64(v) for k, v in case.arrays.items()}
     upstream = np.asarray(case.output_grad, dtype=np.float64)
     with_upstream = loss_function(spec, case.params, upstream)
     with_ones = loss_function(spec, case.params, np.ones(upstream.shape))

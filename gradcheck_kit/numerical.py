@@ -94,7 +94,7 @@ def full_gradient(
     leaves: Sequence[Leaf],
 ) -> dict[str, np.ndarray]:
     """Central-difference gradient of ``loss`` with respect to every leaf, element by element."""
-    arrays = {k: _float64(v) for k, v in arrays.items()}
+    arrays = {k: as_float64(v) for k, v in arrays.items()}
     h = step_size([np.asarray(leaf.get(arrays)) for leaf in leaves])
     gradients = {}
     for leaf in leaves:
@@ -115,9 +115,10 @@ def full_gradient(
     return gradients
 
 
-def _float64(value: Any) -> Any:
+def as_float64(value: Any) -> Any:
+    """Float arrays (also inside lists) promoted to float64; everything else as it is."""
     if isinstance(value, list):
-        return [_float64(v) for v in value]
+        return [as_float64(v) for v in value]
     if isinstance(value, np.ndarray) and value.dtype.kind == "f":
         return value.astype(np.float64)
     return value

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .domains import Domain, Real
+from .numerical import as_float64
 
 #: A layout is one concrete shape/parameter choice for a case:
 #: (family, readable label, {input name: shape or concrete array}, {param name: value}).
@@ -92,16 +93,8 @@ class OpSpec:
 
     def evaluate(self, arrays: dict, params: dict) -> np.ndarray:
         """The reference forward, always in float64 (integer and boolean arrays kept)."""
-        positional = [_as_float64(arrays[name]) for name in self.inputs]
+        positional = [as_float64(arrays[name]) for name in self.inputs]
         return np.asarray(self.forward(*positional, **{**self.params, **params}), dtype=np.float64)
-
-
-def _as_float64(value: Any) -> Any:
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-        return value.astype(np.float64)
-    if isinstance(value, list):
-        return [_as_float64(v) for v in value]
-    return value
 
 
 class Checkable(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .cases import Case
-from .numerical import Leaf, directional_derivative, leaves_of, step_size
+from .numerical import Leaf, as_float64, directional_derivative, leaves_of, step_size
 from .registry import OpSpec
 
 #: Relative tolerances by the precision of the inputs (float32 inputs may give float32 results).
@@ -128,7 +128,7 @@ def judge(
         return verdict(False, hint, message)
 
     if case.at_kink and spec.subgradient_ok is not None:
-        arrays = {k: _float64(v) for k, v in case.arrays.items()}
+        arrays = {k: as_float64(v) for k, v in case.arrays.items()}
         upstream = np.asarray(case.output_grad, dtype=np.float64)
         if spec.subgradient_ok(arrays, case.params, upstream, grads):
             return verdict(True, message="valid subgradient at the kink")
@@ -163,7 +163,7 @@ def projection_error(
         return 0.0
     rng = rng or np.random.default_rng(0)
     loss = loss_function(spec, case.params, case.output_grad)
-    arrays = {k: _float64(v) for k, v in case.arrays.items()}
+    arrays = {k: as_float64(v) for k, v in case.arrays.items()}
     values = [np.asarray(leaf.get(arrays)) for leaf in leaves]
     upstream = np.asarray(case.output_grad, dtype=np.float64)
     base_out = spec.evaluate(arrays, case.params)
@@ -186,14 +186,6 @@ def projection_error(
         allowed = rtol * (abs(numeric) + spread) + noise + floor + 1e-300
         worst = max(worst, abs(numeric - analytic) / allowed)
     return worst
-
-
-def _float64(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_float64(v) for v in value]
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-        return value.astype(np.float64)
-    return value
 
 
 def expected_count(spec: OpSpec, case: Case) -> int:

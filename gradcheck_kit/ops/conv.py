@@ -156,44 +156,37 @@ def _pool_subgradient_ok(arrays, params, g, grads) -> bool:
     return groups_ok(x, grads["input"], groups)
 
 
-register(
-    OpSpec(
-        name="max_pool2d_backward",
-        assignment=A,
-        forward=lambda input, kernel_size, stride: windows(input, kernel_size, stride).max(
-            axis=(-2, -1)
-        ),
-        inputs={"input": Distinct()},
-        params={"kernel_size": None, "stride": None},
-        large=large(
-            "x (4,8,32,32), kernel_size=2",
-            {"input": (4, 8, 32, 32)},
-            {"kernel_size": 2, "stride": None},
-        ),
-        layouts=_pool_layouts,
-        points=3.0,
-        make_ties=_tie_pool,
-        subgradient_ok=_pool_subgradient_ok,
+def _pool(name: str, reduce: str, domain, **options) -> OpSpec:
+    """max_pool2d / avg_pool2d: ``reduce`` ("max" or "mean") over each window."""
+    return register(
+        OpSpec(
+            name=name,
+            assignment=A,
+            forward=lambda input, kernel_size, stride: getattr(
+                windows(input, kernel_size, stride), reduce
+            )(axis=(-2, -1)),
+            inputs={"input": domain},
+            params={"kernel_size": None, "stride": None},
+            large=large(
+                "x (4,8,32,32), kernel_size=2",
+                {"input": (4, 8, 32, 32)},
+                {"kernel_size": 2, "stride": None},
+            ),
+            layouts=_pool_layouts,
+            points=3.0,
+            **options,
+        )
     )
+
+
+_pool(
+    "max_pool2d_backward",
+    "max",
+    Distinct(),
+    make_ties=_tie_pool,
+    subgradient_ok=_pool_subgradient_ok,
 )
-register(
-    OpSpec(
-        name="avg_pool2d_backward",
-        assignment=A,
-        forward=lambda input, kernel_size, stride: windows(input, kernel_size, stride).mean(
-            axis=(-2, -1)
-        ),
-        inputs={"input": Real()},
-        params={"kernel_size": None, "stride": None},
-        large=large(
-            "x (4,8,32,32), kernel_size=2",
-            {"input": (4, 8, 32, 32)},
-            {"kernel_size": 2, "stride": None},
-        ),
-        layouts=_pool_layouts,
-        points=3.0,
-    )
-)
+_pool("avg_pool2d_backward", "mean", Real())
 
 
 def batch_norm(input, weight, bias, eps=1e-5):
