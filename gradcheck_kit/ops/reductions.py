@@ -129,24 +129,29 @@ register(
 # --- shape ops ----------------------------------------------------------------------------
 
 
-def _reshape_layouts(rng, hidden):
-    pairs = [
-        ((3, 4), (12,)),
-        ((2, 3, 4), (4, 6)),
-        ((6,), (2, 1, 3)),
-        ((), (1, 1)),
-        ((0, 4), (2, 0)),
-    ]
-    if hidden:
-        shape = random_shape(rng, 2, 3)
-        pairs.append((shape, (int(np.prod(shape)),)))
-    for before, after in pairs:
-        yield (
-            "basic",
-            f"reshape {shape_text(before)} to {shape_text(after)}",
-            {"input": before},
-            {"shape": after},
-        )
+def _shape_change_layouts(verb: str, family: str, pairs: list, extra):
+    """Layouts that take ``input`` of one shape to another (reshape, expand); ``extra``
+    draws one more pair from the rng for hidden cases."""
+
+    def layouts(rng, hidden):
+        for before, after in pairs + ([extra(rng)] if hidden else []):
+            label = f"{verb} {shape_text(before)} to {shape_text(after)}"
+            yield family, label, {"input": before}, {"shape": after}
+
+    return layouts
+
+
+def _flattened(rng):
+    shape = random_shape(rng, 2, 3)
+    return shape, (int(np.prod(shape)),)
+
+
+_reshape_layouts = _shape_change_layouts(
+    "reshape",
+    "basic",
+    [((3, 4), (12,)), ((2, 3, 4), (4, 6)), ((6,), (2, 1, 3)), ((), (1, 1)), ((0, 4), (2, 0))],
+    _flattened,
+)
 
 
 register(
@@ -194,25 +199,24 @@ register(
 )
 
 
-def _expand_layouts(rng, hidden):
-    pairs = [
+def _broadcast_from(rng):
+    out = random_shape(rng, 2, 4)
+    return tuple(1 if rng.random() < 0.5 else n for n in out[1:]), out
+
+
+_expand_layouts = _shape_change_layouts(
+    "expand",
+    "broadcast",
+    [
         ((3, 1), (3, 4)),
         ((4,), (2, 3, 4)),
         ((1, 3, 1), (2, 3, 5)),
         ((), (2, 2)),
         ((2, 3), (2, 3)),
         ((1,), (0,)),
-    ]
-    if hidden:
-        out = random_shape(rng, 2, 4)
-        pairs.append((tuple(1 if rng.random() < 0.5 else n for n in out[1:]), out))
-    for before, after in pairs:
-        yield (
-            "broadcast",
-            f"expand {shape_text(before)} to {shape_text(after)}",
-            {"input": before},
-            {"shape": after},
-        )
+    ],
+    _broadcast_from,
+)
 
 
 register(
