@@ -83,7 +83,8 @@ class CheckResult:
                 f"<td>{error}</td><td style='text-align:left'>{hint}</td></tr>"
             )
         return (
-            f"<p><b>{title}</b></p><table><thead><tr><th>case</th><th>result</th>"
+            f"<p><b>{title}</b></p><table><thead><tr><th style='text-align:left'>case</th>"
+            "<th>result</th>"
             f"<th>rel. error</th><th style='text-align:left'>hint</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
