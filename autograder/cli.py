@@ -86,7 +86,11 @@ def _main(argv: list[str]) -> int:
         argv = argv[1:]
     args = grade_parser().parse_args(argv)
 
-    from .sandbox import SandboxOptions
+    from .sandbox import SandboxOptions, scrub_argv
+
+    if args.seed:
+        # any process can read our command line (/proc/<pid>/cmdline): hide the secret
+        scrub_argv(args.seed)
 
     options = SandboxOptions(
         timeout=args.timeout,

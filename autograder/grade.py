@@ -7,6 +7,7 @@ the grader judges one op, the worker is already running the next.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,10 @@ def grade_submission(
     ``efficiency`` overrides the assignment's efficiency settings (``bound``, ``weight``,
     ``repeats``; a weight of 0 turns the efficiency cases off).
     """
-    sandbox = Sandbox(options)
+    options = options or SandboxOptions()
+    # student code must not read the submission's neighbours (other submissions)
+    hide = (*options.hide, os.path.dirname(os.path.abspath(os.fspath(path))))
+    sandbox = Sandbox(dataclasses.replace(options, hide=hide))
     sandbox.start()  # the worker imports NumPy while we read and extract
     try:
         return _grade(sandbox, os.fspath(path), assignment, seed, hidden, efficiency or {})

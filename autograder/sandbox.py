@@ -5,10 +5,19 @@ environment rebuilt from scratch (so the grading secret and anything else in the
 grader's environment never reach it). It sets its own resource limits before any
 student code runs. Each request has a wall-clock deadline; a worker that misses it,
 crashes or sends garbage is killed and a fresh one is started on the next request.
+
+Where the machine allows it (root, or unprivileged user namespaces) the worker starts
+in fresh PID, mount and network namespaces (``unshare``): it sees no other process,
+has no network, and locks the file system down itself before student code runs (see
+worker.py); ending it ends everything it started. Otherwise the worker runs without
+them, and the grader hides its own environment (``PR_SET_DUMPABLE``). Either way a
+root worker runs as an unprivileged user or without capabilities. SECURITY.md has
+the whole picture.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import shutil
@@ -44,6 +53,214 @@ class SandboxOptions:
     user: str | None = None
     python: str = sys.executable
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: directories student code must not read (the submission's, for one), on top of
+    #: the grader's own; honoured where the worker gets a mount namespace
+    hide: tuple[str, ...] = ()
+    #: namespaces for the worker: None detects them, False never uses them
+    namespaces: bool | None = None
+
+
+#: set GRADCHECK_ISOLATION=off to run workers without namespaces (diagnostics, tests)
+ISOLATION_ENV = "GRADCHECK_ISOLATION"
+_UNSHARE = ["--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net"]
+_broken_namespaces = False
+
+
+@functools.cache
+def namespace_command() -> tuple[str, ...] | None:
+    """The ``unshare`` prefix that works on this machine, or None: as root the
+    namespaces themselves; otherwise inside a user namespace of our own."""
+    if not sys.platform.startswith("linux"):
+        return None
+    unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin")
+    if unshare is None:
+        return None
+    command = [unshare, *_UNSHARE]
+    if os.geteuid() != 0:
+        command = [unshare, "--user", "--map-root-user", *_UNSHARE]
+    try:
+        probe = subprocess.run(
+            [*command, "--", "/bin/sh", "-c", "mount -t tmpfs tmpfs /tmp"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return tuple(command) if probe.returncode == 0 else None
+
+
+def use_namespaces(options: SandboxOptions) -> bool:
+    if options.namespaces is False or _broken_namespaces:
+        return False
+    if os.environ.get(ISOLATION_ENV, "").lower() in ("off", "0", "none", "no"):
+        return False
+    return namespace_command() is not None
+
+
+def _readable_by_others(path: str) -> bool:
+    """Whether a user with no special rights can reach ``path`` (every directory on
+    the way searchable by others, the end readable by others)."""
+    import stat
+
+    path = os.path.realpath(path)
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        current = "/".join(parts[:depth]) or "/"
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return False
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return False
+    return bool(os.stat(path).st_mode & stat.S_IROTH)
+
+
+def worker_account(options: SandboxOptions) -> tuple[int, int] | None:
+    """(uid, gid) to run student code as: the configured user, or as root ``nobody``
+    when the interpreter and NumPy are readable by it; None keeps the current user
+    (which, as root, runs without capabilities instead)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    if options.user:
+        account = pwd.getpwnam(options.user)
+        return account.pw_uid, account.pw_gid
+    try:
+        account = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    if use_namespaces(options):
+        # the worker checks the interpreter is readable once it has its mounts (a
+        # directory it cannot enter, like /root, is replaced on the way there)
+        return account.pw_uid, account.pw_gid
+    import numpy
+
+    needed = [options.python, sys.base_prefix, sys.prefix, os.path.dirname(numpy.__file__)]
+    if all(_readable_by_others(p) for p in needed):
+        return account.pw_uid, account.pw_gid
+    return None
+
+
+def hidden_directories(options: SandboxOptions) -> list[str]:
+    """What a worker with a mount namespace cannot see: the grader's repository and
+    working directory, home directories, Gradescope's /autograder, the submissions'
+    directories; each with the top-level directory holding it unless that is a
+    system one (the worker maps the interpreter and NumPy back in)."""
+    system = {"", "usr", "lib", "lib64", "lib32", "bin", "sbin", "etc", "proc", "sys", "dev"}
+    system |= {"run", "var", "boot", "nix", "opt", "snap", "tmp"}
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    places = [project, os.getcwd(), os.path.expanduser("~"), "/root", "/home", "/autograder"]
+    places += list(options.hide)
+    found = set()
+    for place in places:
+        place = os.path.realpath(place)
+        top = place.split("/")[1] if place.count("/") >= 1 else ""
+        found.add(place)
+        if top not in system:
+            found.add(f"/{top}")
+    return sorted(p for p in found if p != "/" and os.path.isdir(p))
+
+
+def hide_grader_environment() -> None:
+    """Without a PID namespace the worker can see this process: make its
+    /proc/<pid>/environ (the secret may be there) unreadable to other processes of
+    the same user. The command line stays readable: see :func:`scrub_argv`."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
+
+
+_live_workers: set[int] = set()
+
+
+def become_subreaper() -> bool:
+    """Without a PID namespace, processes a worker detached (``setsid``, double fork)
+    are re-parented to this process when the worker ends (PR_SET_CHILD_SUBREAPER),
+    where :func:`end_orphans` finds them."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def end_orphans() -> None:
+    """Kill every process re-parented to this one that is not a live worker, and its
+    descendants."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                ppid = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    launched = set(_live_workers)
+    stack = [p for p in children.get(os.getpid(), []) if p not in launched]
+    stack = [p for p in stack if not _is_known_child(p)]
+    while stack:
+        pid = stack.pop()
+        stack += children.get(pid, [])
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+    for _ in range(100):  # reap those that were ours
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+
+
+def _is_known_child(pid: int) -> bool:
+    """A child this process started itself: in its process group (workers and
+    whatever they spawn are in sessions of their own)."""
+    try:
+        return os.getpgid(pid) == os.getpgrp()
+    except OSError:
+        return True
+
+
+def scrub_argv(secret: str) -> bool:
+    """Overwrite ``secret`` in this process's command line as the kernel shows it
+    (/proc/<pid>/cmdline is readable by every process of the machine); Python has
+    parsed its arguments already. Returns whether the secret is gone from it."""
+    if not secret or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+        with open("/proc/self/cmdline", "rb") as handle:
+            shown = handle.read()
+        data = shown[: end - start]
+        if end <= start or ctypes.string_at(start, end - start) != data:
+            return False
+        needle = secret.encode()
+        at = data.find(needle)
+        while at >= 0:
+            ctypes.memset(start + at, ord("*"), len(needle))
+            at = data.find(needle, at + len(needle))
+        with open("/proc/self/cmdline", "rb") as handle:
+            return needle not in handle.read()
+    except (OSError, ValueError, IndexError, AttributeError):
+        return False
 
 
 def worker_env(options: SandboxOptions, home: str) -> dict[str, str]:
@@ -94,6 +311,8 @@ class Sandbox:
         self.load_request: dict | None = None
         self.load_reply: dict | None = None
         self.restarts = 0
+        self.namespaces = False
+        self.subreaper = False
 
     def __enter__(self) -> Sandbox:
         return self
@@ -106,33 +325,59 @@ class Sandbox:
         if self.process is not None:
             return
         self.directory = tempfile.mkdtemp(prefix="gradcheck-worker-")
-        kwargs: dict[str, Any] = {}
-        if self.options.user and os.geteuid() == 0:
-            import pwd
-
-            account = pwd.getpwnam(self.options.user)
-            os.chown(self.directory, account.pw_uid, account.pw_gid)
-            kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
+        env = worker_env(self.options, self.directory)
+        # the worker starts as us and drops to this account itself, once the
+        # namespaces are set up and before any student code runs
+        account = worker_account(self.options)
+        if account is not None:
+            os.chown(self.directory, *account)
+            env.update(GRADCHECK_WORKER_UID=str(account[0]), GRADCHECK_WORKER_GID=str(account[1]))
+            if not self.options.user:
+                env["GRADCHECK_WORKER_UID_AUTO"] = "1"
+        command = [self.options.python, "-I", WORKER_PATH]
+        self.namespaces = use_namespaces(self.options)
+        if self.namespaces:
+            command = [*namespace_command(), "--", *command]
+            env.update(
+                GRADCHECK_WORKER_NAMESPACES="1",
+                GRADCHECK_WORKER_HIDE=os.pathsep.join(hidden_directories(self.options)),
+            )
+        else:
+            hide_grader_environment()
+            self.subreaper = become_subreaper()
         self.process = subprocess.Popen(
-            [self.options.python, "-I", WORKER_PATH],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             cwd=self.directory,
-            env=worker_env(self.options, self.directory),
+            env=env,
             close_fds=True,
             start_new_session=True,  # so a kill reaches anything it managed to spawn
-            **kwargs,
         )
+        _live_workers.add(self.process.pid)
         self._ready = False
+        self.isolation: list[str] = []
 
     def _ensure_ready(self, deadline: float) -> None:
         self.start()
         if not self._ready:
-            header, _ = self._read(deadline)
+            try:
+                header, _ = self._read(deadline)
+            except WorkerDied:
+                if not self.namespaces:
+                    raise
+                # namespaces exist but the worker could not set itself up in them (an
+                # unusual mount table): workers run without them from now on
+                global _broken_namespaces
+                _broken_namespaces = True
+                self.start()
+                header, _ = self._read(deadline)
             if not header.get("ready"):
                 raise self._die("error", "worker failed to start")
             self._ready = True
+            isolation = header.get("isolation")
+            self.isolation = [str(i) for i in isolation] if isinstance(isolation, list) else []
             if self.load_request is not None:
                 self._send(self.load_request)
                 self.load_reply = self._read(deadline + self.load_budget())[0]
@@ -270,6 +515,9 @@ class Sandbox:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        _live_workers.discard(process.pid)
+        if not self.namespaces and getattr(self, "subreaper", False):
+            end_orphans()  # a PID namespace would have ended them with the worker
 
     def close(self) -> None:
         if self.process is not None:

@@ -30,9 +30,13 @@ _PROTO_OUT = os.fdopen(os.dup(1), "wb")
 _devnull = os.open(os.devnull, os.O_RDONLY)
 os.dup2(_devnull, 0)
 os.close(_devnull)
-_LOG_FD = os.open("output.log", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-os.dup2(_LOG_FD, 1)
-os.dup2(_LOG_FD, 2)
+# Until the file system is locked down (worker isolation, below) output goes nowhere:
+# a file open for writing would keep its mount from becoming read-only.
+_quiet = os.open(os.devnull, os.O_WRONLY)
+os.dup2(_quiet, 1)
+os.dup2(_quiet, 2)
+os.close(_quiet)
+_LOG_FD = -1
 sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
 sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", buffering=0), write_through=True)
 
@@ -85,6 +89,199 @@ def _apply_limits():
     _limit(resource.RLIMIT_FSIZE, 16 * 1024 * 1024)
     _limit(resource.RLIMIT_NPROC, 0)
     _limit(resource.RLIMIT_CORE, 0)
+
+
+# --- isolation: run as root inside fresh namespaces (see sandbox.py and SECURITY.md) ---
+
+_MS = {
+    "ro": 1,
+    "nosuid": 2,
+    "nodev": 4,
+    "noexec": 8,
+    "noatime": 1024,
+    "nodiratime": 2048,
+    "relatime": 1 << 21,
+    "strictatime": 1 << 24,
+}
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 24, 38, 4
+#: what a private tmpfs may hold: /tmp and /dev/shm, and the empty ones that hide
+_TMPFS_SIZE = {"/tmp": "64m", "/dev/shm": "16m"}
+
+
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(libc, source, target, fstype, flags, data=None):
+    ctypes = libc[0]
+    args = [None if v is None else v.encode() for v in (source, target, fstype, data)]
+    if libc[1].mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
+
+
+def _unescape(text):
+    """A mountinfo field: space, tab, newline and backslash are written as ``\\ooo``."""
+    parts = text.split("\\")
+    out = parts[0]
+    for part in parts[1:]:
+        out += chr(int(part[:3], 8)) + part[3:] if part[:3].isdigit() else "\\" + part
+    return out
+
+
+def _mounts():
+    """(mount point, per-mount flags) of every mount in this namespace."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            fields = line.split()
+            point = _unescape(fields[4])
+            flags = sum(_MS.get(option, 0) for option in fields[5].split(","))
+            found.append((point, flags))
+    return found
+
+
+def _inside(path, root):
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _keep_paths():
+    """Directories student code needs after the lockdown: the interpreter, the standard
+    library and NumPy (imported lazily by submodule)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    paths.add(os.path.dirname(os.path.dirname(os.path.realpath(np.__file__))))
+    paths.add(os.path.dirname(os.path.realpath(os.__file__)))  # the standard library
+    return {os.path.realpath(p) for p in paths if p and os.path.isdir(p)}
+
+
+def _lock_filesystem(libc, hide):
+    """Make every mount read-only; a private tmpfs on /tmp and /dev/shm; empty
+    read-only directories over what student code must not read (the grader's
+    repository, the submissions' directories, home directories), with the
+    interpreter, the standard library and NumPy mapped back in; and the worker's own
+    directory, writable, at its usual path."""
+    home = os.getcwd()
+    keep = sorted(_keep_paths())
+    held = {}
+    for path in [*keep, home]:
+        held[path] = os.open(path, os.O_PATH | os.O_DIRECTORY)
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    for point, flags in _mounts():  # parents first (a parent after its child: EBUSY)
+        if point.startswith("/proc/"):
+            continue
+        try:
+            _mount(libc, None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+        except OSError:
+            if point == "/":
+                raise
+    # shallow first, so a kept directory inside a hidden one is mapped back in, and a
+    # hidden one inside a kept one (a package inside site-packages) is hidden again
+    steps = [(p, "tmp") for p in _TMPFS_SIZE if os.path.isdir(p)]
+    steps += [(p, "hide") for p in hide if os.path.isdir(p) and p not in _TMPFS_SIZE]
+    steps += [(p, "keep") for p in keep if any(_inside(p, h) for h, _ in steps)]
+    steps.sort(key=lambda step: (step[0].count("/"), step[1] != "keep"))
+    frozen = []
+    for path, kind in steps:
+        if kind == "keep":
+            os.makedirs(path, exist_ok=True)
+            _mount(libc, f"/proc/self/fd/{held[path]}", path, None, MS_BIND | MS_REC)
+            _mount(libc, None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        elif os.path.isdir(path):  # gone: an earlier layer hides it already
+            mode = "1777" if kind == "tmp" else "755"
+            options = f"size={_TMPFS_SIZE.get(path, '1m')},mode={mode}"
+            _mount(libc, "tmpfs", path, "tmpfs", 2 | 4, options)  # nosuid, nodev
+            frozen += [path] if kind == "hide" else []
+    os.makedirs(home, exist_ok=True)
+    _mount(libc, f"/proc/self/fd/{held[home]}", home, None, MS_BIND)
+    # a bind mount starts with the flags of its source, read-only by now
+    _mount(libc, None, home, None, MS_REMOUNT | MS_BIND | 2 | 4)
+    # the mount points inside the hiding layers exist now: make those read-only
+    for path in frozen:
+        _mount(libc, None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | 2 | 4)
+    os.chdir(home)
+    for fd in held.values():
+        os.close(fd)
+
+
+def _reachable(path):
+    """Whether a user with no rights of its own can list ``path``."""
+    parts = os.path.realpath(path).split("/")
+    for depth in range(1, len(parts) + 1):
+        try:
+            mode = os.stat("/".join(parts[:depth]) or "/").st_mode
+        except OSError:
+            return False
+        if not mode & 0o001:  # searchable by others
+            return False
+    return bool(mode & 0o004)
+
+
+def _drop_privileges(libc):
+    """Become the worker user if one was given (root only), else, as root, drop every
+    capability: without CAP_SYS_RESOURCE the process limit holds for root too, and
+    without CAP_SYS_ADMIN the mounts above cannot be undone. No new privileges either
+    way (no set-uid programs, no file capabilities)."""
+    ctypes, c = libc
+    uid = os.environ.get("GRADCHECK_WORKER_UID")
+    if os.environ.get("GRADCHECK_WORKER_UID_AUTO") == "1" and not all(
+        _reachable(p) for p in _keep_paths()
+    ):
+        uid = None  # the interpreter lives where that user cannot read it
+    if uid is not None and os.geteuid() == 0:
+        gid = int(os.environ.get("GRADCHECK_WORKER_GID", uid))
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(int(uid), int(uid), int(uid))
+    elif os.geteuid() == 0:
+        for cap in range(64):
+            c.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+        data = (ctypes.c_uint32 * 6)()
+        if c.capset(header, data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+    c.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    c.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # credentials changed: the kill on the launcher's death has to be asked for again
+    c.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _isolate():
+    """Set up what the grader asked for; returns what is in force (for the grader's
+    diagnostics). Failing to isolate a worker that was told to is fatal: the grader
+    then falls back to an unisolated worker only if it was told to allow that."""
+    active = []
+    if os.environ.get("GRADCHECK_WORKER_NAMESPACES") == "1":
+        active += ["pid", "net", "mount"]
+        hide = [p for p in os.environ.get("GRADCHECK_WORKER_HIDE", "").split(os.pathsep) if p]
+        for module in ("gradcheck_kit", "autograder"):
+            loaded = sys.modules.get(module)
+            if loaded is not None and getattr(loaded, "__file__", None):
+                hide.append(os.path.dirname(os.path.realpath(loaded.__file__)))
+        hide.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        hide = sorted({os.path.realpath(p) for p in hide} - {"/"})
+        _lock_filesystem(_libc(), hide)
+        active.append("filesystem")
+    if sys.platform.startswith("linux"):
+        try:
+            _drop_privileges(_libc())
+            active.append("user" if os.getuid() != 0 else "no-capabilities")
+        except OSError:
+            if os.environ.get("GRADCHECK_WORKER_NAMESPACES") == "1":
+                raise
+    return active
+
+
+def _open_log():
+    """Student output goes to a file in the worker's directory, read back per request."""
+    global _LOG_FD
+    _LOG_FD = os.open("output.log", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(_LOG_FD, 1)
+    os.dup2(_LOG_FD, 2)
 
 
 def _take_output():
@@ -332,6 +529,8 @@ def calibrate(reference, request, buffers):
 def main():
     np.seterr(all="ignore")
     reference = _load_reference()
+    isolation = _isolate()
+    _open_log()
     _apply_limits()
     signal.signal(signal.SIGALRM, _on_alarm)
     sys.meta_path.insert(0, _Blocker())
@@ -339,7 +538,7 @@ def main():
         if name.partition(".")[0] in BLOCKED:
             del sys.modules[name]
     worker = Worker(reference)
-    write_message(_PROTO_OUT, {"ready": True, "pid": os.getpid()})
+    write_message(_PROTO_OUT, {"ready": True, "pid": os.getpid(), "isolation": isolation})
     while True:
         try:
             request, buffers = read_message(_PROTO_IN)
