@@ -235,6 +235,39 @@ def _is_known_child(pid: int) -> bool:
         return True
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc/<pid>/task/<tid>/children)."""
+    found, stack = [], [pid]
+    while stack and len(found) < 4096:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    children = [int(c) for c in handle.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += children
+            stack += children
+    return found
+
+
+def _wait_gone(pids: list[int], deadline: float) -> None:
+    """Until every one of ``pids`` is dead (gone, or a zombie waiting for its parent)."""
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as handle:
+                    if handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                        break
+            except OSError:
+                break
+            time.sleep(0.002)
+
+
 def scrub_argv(secret: str) -> bool:
     """Overwrite ``secret`` in this process's command line as the kernel shows it
     (/proc/<pid>/cmdline is readable by every process of the machine); Python has
@@ -502,10 +535,16 @@ class Sandbox:
         if process is None:
             return
         self.restarts += 1
+        inside = _descendants(process.pid)
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in inside:  # those that left the process group, too
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         for stream in (process.stdin, process.stdout):
             try:
                 stream.close()
@@ -516,6 +555,7 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             pass
         _live_workers.discard(process.pid)
+        _wait_gone(inside, time.monotonic() + 2.0)
         if not self.namespaces and getattr(self, "subreaper", False):
             end_orphans()  # a PID namespace would have ended them with the worker
 

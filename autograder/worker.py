@@ -319,7 +319,12 @@ def _with_alarm(seconds, fn, *args):  # used for load-time statements
 
 class Worker:
     def __init__(self, reference=None):
-        self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        # student code gets a __main__ module of its own: ``import __main__`` must not
+        # reach this script's globals (the wire format, the checks around each call)
+        module = type(sys)("__main__")
+        module.__builtins__ = __builtins__
+        sys.modules["__main__"] = module
+        self.namespace = module.__dict__
         self.timeout = 10.0
         self.reference = reference
 
