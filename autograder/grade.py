@@ -129,18 +129,25 @@ def _grade(
 
     loaded = sandbox.load([c.to_json() for c in extracted.chunks], [op.name for op in ops])
     if loaded.get("fatal"):
-        grade.notes.append(f"loading your code crashed the grader's worker: {loaded['fatal']}")
-    callable_names = set(loaded.get("callable", []))
-    for error in loaded.get("errors", []):
-        if _GRADER_IMPORT in error["error"]:
+        fatal = _text(loaded["fatal"])
+        grade.notes.append(f"loading your code crashed the grader's worker: {fatal}")
+    # student code runs during the load and can write to the protocol's descriptor:
+    # trust no field of the reply to have the type the worker would give it
+    callable_names = {n for n in _list(loaded.get("callable")) if isinstance(n, str)}
+    for error in _list(loaded.get("errors")):
+        if not isinstance(error, dict):
+            continue
+        text = _text(error.get("error", ""))
+        if _GRADER_IMPORT in text:
             continue  # notebooks import check() for self-checks; expected and harmless
+        index = error.get("chunk")
         chunk = (
-            extracted.chunks[error["chunk"]]
-            if 0 <= error["chunk"] < len(extracted.chunks)
+            extracted.chunks[index]
+            if type(index) is int and 0 <= index < len(extracted.chunks)
             else None
         )
         where = f"cell {chunk.cell + 1}, line {chunk.line}: " if chunk else ""
-        grade.notes.append(f"{where}{_text(error['error']).splitlines()[0]}")
+        grade.notes.append(f"{where}{(text.splitlines() or [''])[0]}")
 
     # the worker runs the next request while the last one is judged here; one request in
     # flight at a time, so a worker killed over one op never takes another op's with it.
@@ -245,7 +252,7 @@ def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict):
         return OpGrade.failed(op, received.status, received.message)
     reply, buffers = received
     status = reply.get("status")
-    output = str(reply.get("output", ""))
+    output = _text(reply.get("output", ""))
     if status == "missing":
         return OpGrade.failed(op, "missing", "not implemented (raises NotImplementedError)", output)
     if status == "timeout":
@@ -254,7 +261,7 @@ def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict):
         return OpGrade.failed(op, "memory", "ran out of memory", output)
     results = reply.get("results")
     if status != "ran" or not isinstance(results, list) or len(results) != len(job.cases):
-        return OpGrade.failed(op, "error", str(reply.get("message", "the worker failed")), output)
+        return OpGrade.failed(op, "error", _text(reply.get("message", "the worker failed")), output)
     verdicts = []
     for case, item in zip(job.cases, results):
         timing = _timing(op, case, item, forward_times) if job.timed else None
@@ -299,6 +306,10 @@ def _text(value: Any) -> str:
     surrogates (``"\\ud800"``) in an exception message, which JSON carries but no
     report file or terminal can encode."""
     return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _find_unsupported(value: Any) -> channel.Unsupported | None:

@@ -318,3 +318,45 @@ def test_library_refuses_a_huge_broadcast_view_without_copying_it(name):
     result = op.judge(case, value)
     assert not result.passed and result.hint == "shape"
     assert "(1000000, 1000000)" in result.message
+
+
+FORGE = """import numpy as np
+import json, os, struct
+
+
+def _forge(header):
+    body = json.dumps(dict(header, nbuf=0)).encode()
+    for fd in range(3, 16):  # the protocol's descriptor is one of these
+        try:
+            os.write(fd, struct.pack(">Q", len(body)) + body)
+        except OSError:
+            pass
+
+
+{body}
+"""
+FORGERIES = {
+    "load reply with wrong types": (
+        "_forge({'callable': 5, 'errors': [{'chunk': 'x', 'error': 7}, 3]})\n"
+        "def _make():\n    return lambda input, output_grad: -output_grad\n"
+        "neg_backward = _make()\n"
+    ).replace("_forge(", "neg_backward = _forge(", 1),
+    "run reply with garbage values": (
+        "def neg_backward(input, output_grad):\n"
+        "    _forge({'status': 'ran', 'results': [{'value': {'t': 'nd', 'dtype': '<f8',"
+        " 'shape': [0, 10**30], 'i': 0}}, 5, {'value': {'t': 'float', 'v': 'x'}},"
+        " {'error': None}, {'value': [1, 2]}] * 40, 'output': 3})\n"
+        "    return -output_grad\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FORGERIES))
+def test_forged_worker_replies_cost_only_the_forger(tmp_path, name):
+    # student code can write to the worker's protocol descriptor; whatever it writes,
+    # the grader reports (exit 0) instead of failing with an internal error (exit 3)
+    path = tmp_path / "submission.ipynb"
+    source = FORGE.format(body=FORGERIES[name])
+    path.write_text(json.dumps(notebook_dict([], extra_cells=[source])))
+    result = run_cli(str(path), "--format", "json", "--public-only", "--timeout", "5")
+    assert_valid_report(result)
