@@ -281,7 +281,10 @@ def _timing(op: Any, case: Any, item: Any, forward_times: dict) -> tuple[float, 
         calibrated = forward_seconds(op, case)
     if not (isinstance(measured, list) and len(measured) == 2):
         return None
-    backward, forward = (float(v) for v in measured)
+    try:  # a forged reply may carry anything here
+        backward, forward = (float(v) for v in measured)
+    except (TypeError, ValueError):
+        return None
     return backward, min(forward, calibrated)
 
 

@@ -360,3 +360,12 @@ def test_forged_worker_replies_cost_only_the_forger(tmp_path, name):
     path.write_text(json.dumps(notebook_dict([], extra_cells=[source])))
     result = run_cli(str(path), "--format", "json", "--public-only", "--timeout", "5")
     assert_valid_report(result)
+
+
+@pytest.mark.parametrize("seconds", [["a", 1], [None, 2.0], [[1], {}], "xy", [1]])
+def test_forged_timings_are_ignored(seconds):
+    from autograder.grade import _timing
+
+    op = gradcheck_kit.get_op("neg_backward")
+    case = op.cases()[0]
+    assert _timing(op, case, {"seconds": seconds}, {op.name: 1.0}) is None
