@@ -33,6 +33,9 @@ python3 -m pip install --quiet "$here/{source}"
 if ! id -u {user} >/dev/null 2>&1; then
     useradd --no-create-home --shell /usr/sbin/nologin {user} || true
 fi
+# the secret (secret.txt) and this copy of the source are for root only: without
+# namespaces the worker, as {user}, could otherwise read them
+chmod 700 "$here"
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash

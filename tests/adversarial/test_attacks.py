@@ -413,6 +413,19 @@ def _marked_processes() -> list[int]:
 
 @pytest.mark.parametrize("attack", [a.param() for a in ATTACKS])
 def test_attack(attack: Attack, tmp_path: Path):
+    _run_attack(attack, tmp_path, {})
+
+
+#: the attacks the fallback (no namespaces) has its own defences against
+FALLBACK = ("snoop-secret", "detach-setsid-double-fork", "fork-bomb", "os-exit", "sleep")
+
+
+@pytest.mark.parametrize("attack", [a.param() for a in ATTACKS if a.name in FALLBACK])
+def test_attack_without_namespaces(attack: Attack, tmp_path: Path):
+    _run_attack(attack, tmp_path, {"GRADCHECK_ISOLATION": "off"})
+
+
+def _run_attack(attack: Attack, tmp_path: Path, extra_env: dict[str, str]) -> None:
     home, canary, notebook_dir = tmp_path / "home", tmp_path / "canary", tmp_path / "submission"
     workers = tmp_path / "workers"  # the grader's TMPDIR: where its worker directories go
     for place in (home, canary, notebook_dir, workers):
@@ -449,7 +462,13 @@ def test_attack(attack: Attack, tmp_path: Path):
         text=True,
         timeout=attack.limit,
         cwd=str(tmp_path),
-        env={**os.environ, "HOME": str(home), "GRADCHECK_SECRET": SECRET, "TMPDIR": str(workers)},
+        env={
+            **os.environ,
+            "HOME": str(home),
+            "GRADCHECK_SECRET": SECRET,
+            "TMPDIR": str(workers),
+            **extra_env,
+        },
     )
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr[-2000:]

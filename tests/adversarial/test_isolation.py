@@ -1,0 +1,91 @@
+"""The isolation features themselves: what the worker reports, the command-line scrub."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autograder import channel
+from autograder.sandbox import Sandbox, SandboxOptions, namespace_command
+
+PROBE = """
+import os
+def probe(x):
+    out = {'uid': os.getuid(), 'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}
+    for path in PATHS:
+        try:
+            open(path, 'w').close()
+            out[path] = 'written'
+        except OSError as error:
+            out[path] = type(error).__name__
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        out['fork'] = 'forked'
+    except OSError:
+        out['fork'] = 'refused'
+    return out
+"""
+
+
+def _probe(options: SandboxOptions, paths: tuple[str, ...]) -> tuple[list[str], dict]:
+    sandbox = Sandbox(options)
+    source = f"PATHS = {paths!r}\n{PROBE}"
+    try:
+        loaded = sandbox.load([{"source": source, "binds": ["PATHS", "probe"]}], ["probe"])
+        assert loaded["callable"] == ["probe"]
+        reply, buffers = sandbox.run("probe", None, [(1,)])
+        return sandbox.isolation, channel.decode(reply["results"][0]["value"], buffers)
+    finally:
+        sandbox.close()
+
+
+@pytest.mark.skipif(namespace_command() is None, reason="no namespaces on this machine")
+def test_worker_in_namespaces_sees_only_itself_and_writes_only_its_directory():
+    paths = ("/etc/gradcheck-probe", "/tmp/gradcheck-probe", "probe.txt")
+    isolation, seen = _probe(SandboxOptions(timeout=5), paths)
+    assert {"pid", "net", "mount", "filesystem"} <= set(isolation)
+    assert {"user", "no-capabilities"} & set(isolation)
+    assert seen["pids"] == [1]  # the grader and the rest of the machine are invisible
+    assert seen["/etc/gradcheck-probe"] == "OSError"  # read-only
+    assert seen["/tmp/gradcheck-probe"] == "written"  # a private tmpfs
+    assert seen["probe.txt"] == "written"  # its own directory
+    import os
+
+    assert not os.path.exists("/tmp/gradcheck-probe")
+    if "user" in isolation:
+        assert seen["uid"] != 0 and seen["fork"] == "refused"
+
+
+def test_worker_without_namespaces_still_drops_root():
+    import os
+
+    isolation, seen = _probe(SandboxOptions(timeout=5, namespaces=False), ("probe.txt",))
+    assert seen["probe.txt"] == "written"
+    if os.geteuid() == 0:
+        assert {"user", "no-capabilities"} & set(isolation)
+        assert seen["uid"] != 0 or "no-capabilities" in isolation
+
+
+def test_seed_is_scrubbed_from_the_command_line():
+    secret = "scrub-me-4b1d"
+    code = (
+        "import sys, time\nfrom autograder.sandbox import scrub_argv\n"
+        "print(scrub_argv(sys.argv[2]), flush=True)\ntime.sleep(5)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, "--seed", secret], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "True"
+        time.sleep(0.05)
+        with open(f"/proc/{child.pid}/cmdline", "rb") as handle:
+            shown = handle.read()
+        assert secret.encode() not in shown and b"--seed" in shown
+    finally:
+        child.kill()
+        child.wait()
