@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +178,9 @@ def hide_grader_environment() -> None:
 
 
 _live_workers: set[int] = set()
+#: held while a worker is started and while orphans are looked for (batch mode runs
+#: sandboxes in threads: a worker not yet registered must not pass for an orphan)
+_workers_lock = threading.Lock()
 
 
 def become_subreaper() -> bool:
@@ -208,22 +212,26 @@ def end_orphans() -> None:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(name))
-    launched = set(_live_workers)
-    stack = [p for p in children.get(os.getpid(), []) if p not in launched]
-    stack = [p for p in stack if not _is_known_child(p)]
-    while stack:
-        pid = stack.pop()
-        stack += children.get(pid, [])
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            continue
-    for _ in range(100):  # reap those that were ours
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+    with _workers_lock:
+        orphans = [p for p in children.get(os.getpid(), []) if p not in _live_workers]
+        orphans = [p for p in orphans if not _is_known_child(p)]
+        stack = list(orphans)
+        while stack:
+            pid = stack.pop()
+            stack += children.get(pid, [])
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+    deadline = time.monotonic() + 1.0
+    for pid in orphans:  # ours now: reap them, and only them
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                    break
+            except ChildProcessError:
                 break
-        except ChildProcessError:
-            break
+            time.sleep(0.002)
 
 
 def _is_known_child(pid: int) -> bool:
@@ -378,6 +386,13 @@ class Sandbox:
         else:
             hide_grader_environment()
             self.subreaper = become_subreaper()
+        with _workers_lock:
+            self._popen(command, env)
+            _live_workers.add(self.process.pid)
+        self._ready = False
+        self.isolation: list[str] = []
+
+    def _popen(self, command: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -388,9 +403,6 @@ class Sandbox:
             close_fds=True,
             start_new_session=True,  # so a kill reaches anything it managed to spawn
         )
-        _live_workers.add(self.process.pid)
-        self._ready = False
-        self.isolation: list[str] = []
 
     def _ensure_ready(self, deadline: float) -> None:
         self.start()

@@ -182,7 +182,9 @@ def _lock_filesystem(libc, hide):
     # shallow first, so a kept directory inside a hidden one is mapped back in, and a
     # hidden one inside a kept one (a package inside site-packages) is hidden again
     steps = [(p, "tmp") for p in _TMPFS_SIZE if os.path.isdir(p)]
-    steps += [(p, "hide") for p in hide if os.path.isdir(p) and p not in _TMPFS_SIZE]
+    # (a hidden directory that is itself needed, say a grader run from inside the
+    # virtual environment, stays visible)
+    steps += [(p, "hide") for p in hide if os.path.isdir(p) and p not in (*_TMPFS_SIZE, *keep)]
     steps += [(p, "keep") for p in keep if any(_inside(p, h) for h, _ in steps)]
     steps.sort(key=lambda step: (step[0].count("/"), step[1] != "keep"))
     frozen = []

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from autograder import channel
-from autograder.sandbox import Sandbox, SandboxOptions, namespace_command
+from autograder.sandbox import Sandbox, SandboxOptions, use_namespaces
 
 PROBE = """
 import os
@@ -44,7 +44,7 @@ def _probe(options: SandboxOptions, paths: tuple[str, ...]) -> tuple[list[str], 
         sandbox.close()
 
 
-@pytest.mark.skipif(namespace_command() is None, reason="no namespaces on this machine")
+@pytest.mark.skipif(not use_namespaces(SandboxOptions()), reason="no namespaces here")
 def test_worker_in_namespaces_sees_only_itself_and_writes_only_its_directory():
     paths = ("/etc/gradcheck-probe", "/tmp/gradcheck-probe", "probe.txt")
     isolation, seen = _probe(SandboxOptions(timeout=5), paths)
