@@ -46,17 +46,18 @@ def _probe(options: SandboxOptions, paths: tuple[str, ...]) -> tuple[list[str], 
 
 @pytest.mark.skipif(not use_namespaces(SandboxOptions()), reason="no namespaces here")
 def test_worker_in_namespaces_sees_only_itself_and_writes_only_its_directory():
-    paths = ("/etc/gradcheck-probe", "/tmp/gradcheck-probe", "probe.txt")
-    isolation, seen = _probe(SandboxOptions(timeout=5), paths)
+    import os
+    import uuid
+
+    etc, tmp = (f"/{d}/gradcheck-probe-{uuid.uuid4().hex}" for d in ("etc", "tmp"))
+    isolation, seen = _probe(SandboxOptions(timeout=5), (etc, tmp, "probe.txt"))
     assert {"pid", "net", "mount", "filesystem"} <= set(isolation)
     assert {"user", "no-capabilities"} & set(isolation)
     assert seen["pids"] == [1]  # the grader and the rest of the machine are invisible
-    assert seen["/etc/gradcheck-probe"] == "OSError"  # read-only
-    assert seen["/tmp/gradcheck-probe"] == "written"  # a private tmpfs
+    assert seen[etc] == "OSError"  # read-only
+    assert seen[tmp] == "written"  # a private tmpfs
     assert seen["probe.txt"] == "written"  # its own directory
-    import os
-
-    assert not os.path.exists("/tmp/gradcheck-probe")
+    assert not os.path.exists(tmp) and not os.path.exists(etc)
     if "user" in isolation:
         assert seen["uid"] != 0 and seen["fork"] == "refused"
 
