@@ -44,7 +44,10 @@ import nbformat
 import gradcheck_kit
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "tests" / "core" / "solutions.py"
+sys.path.insert(0, str(ROOT))
+
+from tests.notebooks import solution_sources  # noqa: E402
+
 GRADE = [sys.executable, "-m", "autograder.cli"]
 ASSIGNMENTS = ["01_elementwise", "02_reductions", "03_matmul", "04_conv"]
 SEED = "load-benchmark"
@@ -70,16 +73,6 @@ HOSTILE = {
     "object array": "    return np.array([None, 1.0, 'x'], dtype=object)\n",
     "KeyboardInterrupt": "    raise KeyboardInterrupt\n",
 }
-
-
-def solution_sources() -> dict[str, str]:
-    text = SOLUTIONS.read_text()
-    lines = text.splitlines(keepends=True)
-    return {
-        node.name: "".join(lines[node.lineno - 1 : node.end_lineno])
-        for node in ast.parse(text).body
-        if isinstance(node, ast.FunctionDef)
-    }
 
 
 def uses() -> dict[str, set[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -13,19 +12,7 @@ import nbformat
 import pytest
 
 import gradcheck_kit
-
-SOLUTIONS = Path(__file__).resolve().parents[1] / "core" / "solutions.py"
-
-
-def solution_sources() -> dict[str, str]:
-    """Each top-level function of tests/core/solutions.py, by name, as source text."""
-    text = SOLUTIONS.read_text()
-    lines = text.splitlines(keepends=True)
-    return {
-        node.name: "".join(lines[node.lineno - 1 : node.end_lineno])
-        for node in ast.parse(text).body
-        if isinstance(node, ast.FunctionDef)
-    }
+from tests.notebooks import solution_sources
 
 
 def helpers_for(assignment: str) -> list[str]:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import nbformat
 
+from tests.notebooks import solution_sources
+
 ROOT = Path(__file__).resolve().parents[2]
-SOLUTIONS = ROOT / "tests" / "core" / "solutions.py"
-
-
-@cache
-def solution_sources() -> dict[str, str]:
-    text = SOLUTIONS.read_text()
-    lines = text.splitlines(keepends=True)
-    return {
-        node.name: "".join(lines[node.lineno - 1 : node.end_lineno])
-        for node in ast.parse(text).body
-        if isinstance(node, ast.FunctionDef)
-    }
 
 
 def notebook_dict(functions: list[str], extra_cells: list[str] = ()) -> dict:
