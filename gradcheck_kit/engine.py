@@ -238,9 +238,7 @@ class GraphCheck:
     def judge(self, case: Case, result: Any, error: str | None = None, mutated: bool = False,
               **details: Any) -> CaseResult:  # fmt: skip
         def verdict(passed: bool, hint: str | None = None, message: str = "", err=None):
-            return CaseResult(
-                case.name, passed, hint, message, err, case.hidden, case.family, case.weight
-            )
+            return CaseResult.of(case, passed, hint, message, err)
 
         if error is not None:
             return verdict(False, "exception", error)
@@ -369,9 +367,7 @@ class TrainingCheck:
     def judge(self, case: Case, result: Any, error: str | None = None, mutated: bool = False,
               **details: Any) -> CaseResult:  # fmt: skip
         def verdict(passed: bool, hint: str | None = None, message: str = "", err=None):
-            return CaseResult(
-                case.name, passed, hint, message, err, case.hidden, case.family, case.weight
-            )
+            return CaseResult.of(case, passed, hint, message, err)
 
         if error is not None:
             return verdict(False, "exception", error)

@@ -39,6 +39,15 @@ class CaseResult:
     #: the right gradient is all zeros (zero-size input or output_grad = 0)
     trivial: bool = False
 
+    @classmethod
+    def of(
+        cls, case: Case, passed: bool, hint: str | None = None, message: str = "", error=None
+    ) -> CaseResult:
+        """The verdict on ``case``, carrying the case's name, visibility and weight."""
+        trivial = not np.any(case.output_grad)
+        return cls(case.name, passed, hint, message, error, case.hidden, case.family,
+                   case.weight, trivial)  # fmt: skip
+
 
 def score_cases(results: list[CaseResult]) -> float:
     """Weighted fraction of cases passed, between 0 and 1.
@@ -99,10 +108,7 @@ def judge(
     """
 
     def verdict(passed: bool, hint: str | None = None, message: str = "", err=None):
-        trivial = not np.any(case.output_grad)
-        return CaseResult(
-            case.name, passed, hint, message, err, case.hidden, case.family, case.weight, trivial
-        )
+        return CaseResult.of(case, passed, hint, message, err)
 
     if error is not None:
         return verdict(False, "exception", error)
