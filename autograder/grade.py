@@ -265,7 +265,13 @@ def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict):
     verdicts = []
     for case, item in zip(job.cases, results):
         timing = _timing(op, case, item, forward_times) if job.timed else None
-        verdicts.append(_judge(op, case, item, buffers, timing))
+        verdict = _judge(op, case, item, buffers, timing)
+        if job.timed and timing is None and verdict.passed:
+            # right values but no timing (the worker could not measure it): neither
+            # credit nor penalty for efficiency, and the report says so
+            verdict.weight = 0.0
+            verdict.message = "efficiency not measured (the worker could not time it)"
+        verdicts.append(verdict)
     return verdicts, output
 
 
@@ -274,17 +280,17 @@ def _timing(op: Any, case: Any, item: Any, forward_times: dict) -> tuple[float, 
     before student code was loaded and the time measured beside the backward, since
     student code can only slow the reference forward down."""
     measured = item.get("seconds") if isinstance(item, dict) else None
-    calibrated = forward_times.get(op.name)
-    if calibrated is None:
-        from gradcheck_kit.efficiency import forward_seconds
-
-        calibrated = forward_seconds(op, case)
     if not (isinstance(measured, list) and len(measured) == 2):
         return None
     try:  # a forged reply may carry anything here
         backward, forward = (float(v) for v in measured)
     except (TypeError, ValueError):
         return None
+    calibrated = forward_times.get(op.name)
+    if calibrated is None:
+        from gradcheck_kit.efficiency import forward_seconds
+
+        calibrated = forward_seconds(op, case)
     return backward, min(forward, calibrated)
 
 

@@ -161,3 +161,18 @@ def test_worker_script_imports_only_stdlib_and_numpy():
     assert calls.index("_load_reference") < calls.index("Worker")  # before student code
     # and it runs in isolated mode, where the project is not on sys.path by cwd
     assert "-I" in open(WORKER_PATH.replace("worker.py", "sandbox.py")).read()
+
+
+def test_an_efficiency_case_without_timing_earns_nothing_either_way():
+    from autograder import channel
+    from autograder.grade import _Job, _judge_job
+    from gradcheck_kit import get_op
+    from gradcheck_kit.efficiency import efficiency_case
+
+    op = get_op("neg_backward")
+    case = efficiency_case(op)
+    tree, buffers = channel.encode(-case.output_grad)
+    reply = {"status": "ran", "results": [{"value": tree, "mutated": False}]}
+    verdicts, _ = _judge_job(op, _Job(op, [case], timed=True), (reply, buffers), {})
+    assert verdicts[0].passed and verdicts[0].weight == 0
+    assert "not measured" in verdicts[0].message
