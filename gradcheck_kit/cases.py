@@ -61,12 +61,14 @@ def seed_for(op_name: str, secret: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def case_rng(op_name: str, hidden: bool, secret: str | None) -> np.random.Generator:
+    """The generator of an op's public cases, or of its hidden ones under ``secret``."""
+    return seed_for(op_name, "hidden\0" + (secret or "") if hidden else PUBLIC_SEED)
+
+
 def generate_cases(spec: OpSpec, *, hidden: bool = False, secret: str | None = None) -> list[Case]:
     """The public cases of ``spec`` or, with ``hidden=True``, its hidden ones."""
-    if hidden:
-        rng = seed_for(spec.name, "hidden\0" + (secret or ""))
-    else:
-        rng = seed_for(spec.name, PUBLIC_SEED)
+    rng = case_rng(spec.name, hidden, secret)
     base = [sample_case(spec, rng, layout, hidden) for layout in spec.layouts(rng, hidden)]
     cases = list(base)
     gradable = [c for c in base if c.family != "degenerate" and c.output_grad.size > 0]

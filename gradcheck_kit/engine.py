@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .cases import PUBLIC_SEED, Case, seed_for
+from .cases import Case, case_rng
 from .numerical import Leaf, full_gradient
 from .registry import register
 from .verdict import CaseResult
@@ -215,10 +215,7 @@ class GraphCheck:
     description: str = "backward(loss): reverse-mode traversal of a graph of Node objects"
 
     def cases(self, hidden: bool = False, secret: str | None = None) -> list[Case]:
-        if hidden:
-            rng = seed_for(self.name, "hidden\0" + (secret or ""))
-        else:
-            rng = seed_for(self.name, PUBLIC_SEED)
+        rng = case_rng(self.name, hidden, secret)
         plan = list(_STRUCTURES) + [("random graph", _random_graph)] * (6 if hidden else 3)
         cases = []
         for number, (label, make) in enumerate(plan, start=1):
@@ -346,7 +343,7 @@ class TrainingCheck:
 
     def cases(self, hidden: bool = False, secret: str | None = None) -> list[Case]:
         if hidden:
-            rng = seed_for(self.name, "hidden\0" + (secret or ""))
+            rng = case_rng(self.name, hidden, secret)
             seeds = [int(s) for s in rng.integers(1, 2**31, size=2)]
         else:
             seeds = [0]
