@@ -145,15 +145,19 @@ def adapted(fn: Callable, spec: Checkable) -> Callable:
     return lambda *args: adapt(fn, *args)
 
 
-def call_on_case(fn: Callable, spec: Checkable, case: Case) -> tuple[Any, str | None, bool]:
+def call_on_case(
+    fn: Callable, spec: Checkable, case: Case, call: Callable | None = None
+) -> tuple[Any, str | None, bool]:
     """Call ``fn`` on copies of the case's inputs: (result, error text, mutated?).
 
-    ``NotImplementedError`` propagates so that a stub is reported as such.
+    ``call`` is ``adapted(fn, spec)`` if the caller made it already (the adapter is
+    compiled once per op, not per case). ``NotImplementedError`` propagates so that a
+    stub is reported as such.
     """
     args = spec.call_args(case.arrays, case.output_grad, case.params)
     given = copy_args(args)
     try:
-        result = adapted(fn, spec)(*given)
+        result = (call or adapted(fn, spec))(*given)
     except NotImplementedError:
         raise
     except Exception as error:  # the student's bug, reported as a hint
@@ -164,23 +168,24 @@ def call_on_case(fn: Callable, spec: Checkable, case: Case) -> tuple[Any, str | 
 def run_cases(fn: Callable, spec: Checkable, cases: Sequence[Case]) -> CheckResult:
     """Run ``fn`` on every case in this process and judge each result."""
     outcome = CheckResult(spec.name)
+    call = adapted(fn, spec)
     for case in cases:
         try:
-            result, error, mutated = call_on_case(fn, spec, case)
+            result, error, mutated = call_on_case(fn, spec, case, call)
         except NotImplementedError:
             return CheckResult(spec.name, [], status="not implemented")
         details = {"error": error, "mutated": mutated}
         if getattr(case, "time_bound", None) is not None and error is None:
-            details["timing"] = time_backward(fn, spec, case)
+            details["timing"] = time_backward(call, spec, case)
         outcome.cases.append(spec.judge(case, result, **details))
     return outcome
 
 
-def time_backward(fn: Callable, spec: Checkable, case: Case, repeats: int = 5):
-    """(backward, forward) seconds: best of runs on fresh copies, alternating with the
-    reference forward; the forward is floored as in :mod:`gradcheck_kit.efficiency`."""
+def time_backward(call: Callable, spec: Checkable, case: Case, repeats: int = 5):
+    """(backward, forward) seconds of ``call`` (the student's function as the op calls
+    it): best of runs on fresh copies, alternating with the reference forward; the
+    forward is floored as in :mod:`gradcheck_kit.efficiency`."""
     args = spec.call_args(case.arrays, case.output_grad, case.params)
-    call = adapted(fn, spec)
     copies = iter([copy_args(args) for _ in range(repeats)])
     backward, forward = interleaved_times(
         lambda: call(*next(copies)), reference_forward(spec, case), repeats
