@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradcheck_kit.cases import verdict_rng
+from gradcheck_kit.registry import OpSpec
+
 from . import channel
 from .extract import extract
 from .notebook import BadSubmission, code_cells, read_notebook
@@ -181,7 +184,7 @@ def _grade(
     for index, job in enumerate(jobs):
         by_op.setdefault(job.op.name, []).append((job, received.get(index)))
     for op in ops:
-        grade.ops.append(_judge_op(op, by_op[op.name], forward_times))
+        grade.ops.append(_judge_op(op, by_op[op.name], forward_times, secret))
     grade.ops.sort(key=lambda g: order.index(g.name))
     return grade
 
@@ -221,16 +224,16 @@ def _receive(sandbox: Sandbox, cases: list | None) -> Any:
         return died
 
 
-def _judge_op(op: Any, jobs: list[tuple[_Job, Any]], forward_times: dict) -> OpGrade:
+def _judge_op(op: Any, jobs: list[tuple[_Job, Any]], forward_times: dict, secret: str) -> OpGrade:
     (main, received), *extra = jobs
     if received is None:
         return OpGrade.failed(op, "missing", "not defined in the notebook")
-    grade_or_verdicts = _judge_job(op, main, received, forward_times)
+    grade_or_verdicts = _judge_job(op, main, received, forward_times, secret)
     if isinstance(grade_or_verdicts, OpGrade):
         return grade_or_verdicts
     verdicts, output = grade_or_verdicts
     for job, got in extra:
-        judged = _judge_job(op, job, got, forward_times)
+        judged = _judge_job(op, job, got, forward_times, secret)
         if isinstance(judged, OpGrade):  # the efficiency run alone failed: that case fails
             hint = "not-vectorized" if judged.status == "timeout" else "exception"
             message = (
@@ -246,7 +249,7 @@ def _judge_op(op: Any, jobs: list[tuple[_Job, Any]], forward_times: dict) -> OpG
     return score_op(op, verdicts, output)
 
 
-def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict):
+def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict, secret: str):
     """(verdicts, output) for the job's cases, or an OpGrade if the whole run failed."""
     if isinstance(received, WorkerDied):
         return OpGrade.failed(op, received.status, received.message)
@@ -265,7 +268,7 @@ def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict):
     verdicts = []
     for case, item in zip(job.cases, results):
         timing = _timing(op, case, item, forward_times) if job.timed else None
-        verdict = _judge(op, case, item, buffers, timing)
+        verdict = _judge(op, case, item, buffers, secret, timing)
         if job.timed and timing is None and verdict.passed:
             # right values but no timing (the worker could not measure it): neither
             # credit nor penalty for efficiency, and the report says so
@@ -294,7 +297,7 @@ def _timing(op: Any, case: Any, item: Any, forward_times: dict) -> tuple[float, 
     return backward, min(forward, calibrated)
 
 
-def _judge(op: Any, case: Any, item: Any, buffers: list[bytes], timing=None) -> Any:
+def _judge(op: Any, case: Any, item: Any, buffers: list[bytes], secret: str, timing=None) -> Any:
     if not isinstance(item, dict):
         return op.judge(case, None, error="the worker sent no result")
     if "error" in item:
@@ -306,7 +309,9 @@ def _judge(op: Any, case: Any, item: Any, buffers: list[bytes], timing=None) -> 
     bad = _find_unsupported(value)
     if bad is not None:
         return op.judge(case, None, error=f"returned {_text(bad.what)}; return NumPy float arrays")
-    details = {"timing": timing} if timing is not None else {}
+    details: dict[str, Any] = {"timing": timing} if timing is not None else {}
+    if isinstance(op, OpSpec):
+        details["rng"] = verdict_rng(secret, op.name, case.name)
     return op.judge(case, value, mutated=bool(item.get("mutated")), **details)
 
 

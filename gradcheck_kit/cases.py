@@ -66,6 +66,13 @@ def case_rng(op_name: str, hidden: bool, secret: str | None) -> np.random.Genera
     return seed_for(op_name, "hidden\0" + (secret or "") if hidden else PUBLIC_SEED)
 
 
+def verdict_rng(secret: str, op_name: str, case_name: str) -> np.random.Generator:
+    """The generator of every random choice the grader's verdict on one case makes (the
+    projection directions): drawn from the instructor's secret in the grader, so student
+    code, which never sees the secret, cannot know them."""
+    return seed_for(f"{op_name}\0{case_name}", "verdict\0" + secret)
+
+
 def generate_cases(spec: OpSpec, *, hidden: bool = False, secret: str | None = None) -> list[Case]:
     """The public cases of ``spec`` or, with ``hidden=True``, its hidden ones."""
     rng = case_rng(spec.name, hidden, secret)
