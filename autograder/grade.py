@@ -1,22 +1,26 @@
-"""The grading pipeline for one submission: read, extract, run in the worker, judge.
+"""The grading pipeline for one submission: read, run in the worker, judge, score.
 
-Cases are generated and judged here, in the grader; the worker only ever sees the
-arguments of each call and sends back what the student's function returned. While
-the grader judges one op, the worker is already running the next.
+The grader reads the notebook (linear-time JSON, nothing of the student's parsed
+here), picks the assignment, and hands the code cells to the sandboxed worker, which
+extracts and runs them. Cases are generated and judged here; the worker only ever
+sees the arguments of each call and sends back what the student's function returned.
+While the grader judges one op, the worker is already running the next.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import gradcheck_kit
 from gradcheck_kit.cases import verdict_rng
+from gradcheck_kit.efficiency import settings_for
 from gradcheck_kit.registry import OpSpec
 
-from . import channel
-from .extract import extract
+from . import channel, timing
 from .notebook import BadSubmission, code_cells, read_notebook
 from .sandbox import Sandbox, SandboxOptions, WorkerDied
 from .scoring import OpGrade, score_op
@@ -55,6 +59,25 @@ def resolve_secret(seed: str | None) -> tuple[str, str]:
     return DEFAULT_SECRET, "default"
 
 
+#: ``def NAME`` or ``NAME =`` / ``NAME:`` at the start of a line. Spaces and tabs
+#: only: ``\s`` would run across lines and make the scan quadratic in blank lines
+_BINDING = re.compile(
+    r"^[ \t]*(?:(?:async[ \t]+)?def[ \t]+([A-Za-z_]\w*)|([A-Za-z_]\w*)[ \t]*[:=])", re.M
+)
+
+
+def names_bound(cells: list[str], wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` the cells seem to bind at the start of a line: a linear scan
+    of the text, enough to pick the assignment (the worker finds what really exists)."""
+    found: set[str] = set()
+    for source in cells:
+        for match in _BINDING.finditer(source):
+            name = match.group(1) or match.group(2)
+            if name in wanted:
+                found.add(name)
+    return found
+
+
 def detect_assignment(defined: set[str], ops: list[Any]) -> str | None:
     """The assignment whose functions the notebook covers best (most names, then the
     larger share of the assignment, then the name, for a stable answer)."""
@@ -89,7 +112,7 @@ def grade_submission(
     # student code must not read the submission's neighbours (other submissions)
     hide = (*options.hide, os.path.dirname(os.path.abspath(os.fspath(path))))
     sandbox = Sandbox(dataclasses.replace(options, hide=hide))
-    sandbox.start()  # the worker imports NumPy while we read and extract
+    sandbox.start()  # the worker imports NumPy while we read the notebook
     try:
         return _grade(sandbox, os.fspath(path), assignment, seed, hidden, efficiency or {})
     finally:
@@ -104,153 +127,130 @@ def _grade(
     hidden: bool,
     efficiency: dict,
 ) -> Grade:
-    import gradcheck_kit
-    from gradcheck_kit.efficiency import efficiency_case, settings_for
-
-    notebook = read_notebook(path)
-    every_op = gradcheck_kit.all_ops()
-    extracted = extract(code_cells(notebook), {op.name for op in every_op})
-    if assignment is None:
-        assignment = detect_assignment(extracted.defined, every_op)
-        if assignment is None:
-            raise BadSubmission(
-                f"{path}: defines none of the curriculum's functions; pass --assignment"
-            )
-    elif assignment not in gradcheck_kit.assignments():
-        known = ", ".join(gradcheck_kit.assignments())
-        raise BadSubmission(f"unknown assignment {assignment!r} (known: {known})")
+    cells = code_cells(read_notebook(path))
+    assignment = choose_assignment(path, cells, assignment)
     secret, source = resolve_secret(seed)
     grade = Grade(path, assignment, secret_source=source)
-    grade.notes += [f"cell {cell}: syntax error, {msg}" for cell, msg in extracted.syntax_errors]
     ops = gradcheck_kit.all_ops(assignment)
-
     settings = settings_for(assignment, **efficiency)
-    large = {op.name: efficiency_case(op, settings) for op in ops}
-    large = {name: case for name, case in large.items() if case is not None}
-    forward_times = _calibrate(sandbox, large) if large else {}
-    efficiency_repeats = settings.repeats
+    large = timing.efficiency_cases(ops, settings)
+    calibration = timing.calibrate(sandbox, ops, large)  # before any student code runs
+    defined = load_student_code(sandbox, cells, ops, grade)
+    replies = run_cases(sandbox, [op for op in ops if op.name in defined], secret, hidden)
+    timed = {
+        op.name: timing.measure(sandbox, op, large[op.name], calibration, secret, settings.repeats)
+        for op in ops
+        if op.name in large and op.name in defined
+    }
+    for op in ops:
+        grade.ops.append(
+            judge_op(op, replies.get(op.name), timed.get(op.name), calibration, secret)
+        )
+    return grade
 
-    loaded = sandbox.load([c.to_json() for c in extracted.chunks], [op.name for op in ops])
+
+def choose_assignment(path: str, cells: list[str], assignment: str | None) -> str:
+    """The assignment asked for, or the one whose functions the cells define."""
+    if assignment is not None:
+        if assignment not in gradcheck_kit.assignments():
+            known = ", ".join(gradcheck_kit.assignments())
+            raise BadSubmission(f"unknown assignment {assignment!r} (known: {known})")
+        return assignment
+    every_op = gradcheck_kit.all_ops()
+    found = detect_assignment(names_bound(cells, {op.name for op in every_op}), every_op)
+    if found is None:
+        raise BadSubmission(
+            f"{path}: defines none of the curriculum's functions; pass --assignment"
+        )
+    return found
+
+
+def load_student_code(sandbox: Sandbox, cells: list[str], ops: list[Any], grade: Grade) -> set[str]:
+    """Run the notebook's code in the worker; the names of the ops it defines. What went
+    wrong on the way (syntax errors, cells that raised) becomes the grade's notes."""
+    loaded = sandbox.load(cells, [op.name for op in ops])
     if loaded.get("fatal"):
         fatal = _text(loaded["fatal"])
         grade.notes.append(f"loading your code crashed the grader's worker: {fatal}")
     # student code runs during the load and can write to the protocol's descriptor:
     # trust no field of the reply to have the type the worker would give it
-    callable_names = {n for n in _list(loaded.get("callable")) if isinstance(n, str)}
+    for error in _list(loaded.get("syntax_errors")):
+        if isinstance(error, dict) and type(error.get("cell")) is int:
+            grade.notes.append(f"cell {error['cell']}: syntax error, {_text(error.get('error'))}")
     for error in _list(loaded.get("errors")):
         if not isinstance(error, dict):
             continue
         text = _text(error.get("error", ""))
         if _GRADER_IMPORT in text:
             continue  # notebooks import check() for self-checks; expected and harmless
-        index = error.get("chunk")
-        chunk = (
-            extracted.chunks[index]
-            if type(index) is int and 0 <= index < len(extracted.chunks)
-            else None
-        )
-        where = f"cell {chunk.cell + 1}, line {chunk.line}: " if chunk else ""
+        cell, line = error.get("cell"), error.get("line")
+        where = f"cell {cell + 1}, line {line}: " if type(cell) is int and type(line) is int else ""
         grade.notes.append(f"{where}{(text.splitlines() or [''])[0]}")
-
-    # the worker runs the next request while the last one is judged here; one request in
-    # flight at a time, so a worker killed over one op never takes another op's with it.
-    # An op's efficiency case is a request of its own: a backward so slow that it runs
-    # out of time loses that case only.
-    order = [op.name for op in ops]
-    jobs = []
-    for op in ops:
-        cases = op.cases() + (op.cases(hidden=True, secret=secret) if hidden else [])
-        jobs.append(_Job(op, cases))
-        if op.name in large:
-            jobs.append(_Job(op, [large[op.name]], timed=True))
-    received: dict[int, Any] = {}
-    pending: int | None = None
-    for index in [*range(len(jobs)), None]:
-        if pending is not None:
-            received[pending] = _receive(sandbox, jobs[pending].cases)
-            pending = None
-        if index is None:
-            break
-        job = jobs[index]
-        if job.op.name not in callable_names:
-            continue
-        args = [job.op.call_args(c.arrays, c.output_grad, c.params) for c in job.cases]
-        try:
-            sandbox.submit(job.op.name, job.op.adapter, args, job.timing(efficiency_repeats))
-            pending = index
-        except WorkerDied as died:
-            received[index] = died
-    by_op: dict[str, list[tuple[_Job, Any]]] = {}
-    for index, job in enumerate(jobs):
-        by_op.setdefault(job.op.name, []).append((job, received.get(index)))
-    for op in ops:
-        grade.ops.append(_judge_op(op, by_op[op.name], forward_times, secret))
-    grade.ops.sort(key=lambda g: order.index(g.name))
-    return grade
-
-
-def _calibrate(sandbox: Sandbox, large: dict[str, Any]) -> dict[str, float]:
-    """Forward times of the efficiency cases, from the worker before it runs student code."""
-    items = [
-        {"op": name, "arrays": c.arrays, "params": c.params, "output_grad": c.output_grad}
-        for name, c in large.items()
-    ]
-    seconds = sandbox.calibrate(items) or [None] * len(items)
-    return {name: s for name, s in zip(large, seconds) if s is not None}
+    return {name for name in _list(loaded.get("callable")) if isinstance(name, str)}
 
 
 @dataclass
-class _Job:
-    """One request to the worker: an op's ordinary cases, or its efficiency case."""
+class _Run:
+    """One op's ordinary cases and what the worker sent back for them."""
 
-    op: Any
     cases: list
-    timed: bool = False
-
-    def timing(self, repeats: int) -> dict | None:
-        if not self.timed:
-            return None
-        case = self.cases[0]
-        data = {"arrays": case.arrays, "params": case.params, "output_grad": case.output_grad}
-        return {"op": self.op.name, "case": data, "repeats": repeats}
+    reply: Any = None
 
 
-def _receive(sandbox: Sandbox, cases: list | None) -> Any:
-    if cases is None:
-        return None
+def run_cases(sandbox: Sandbox, ops: list[Any], secret: str, hidden: bool) -> dict[str, _Run]:
+    """Each op's public (and hidden) cases, one request per op. The worker runs the next
+    request while the last one is judged here; one request in flight at a time, so a
+    worker killed over one op never takes another op's with it."""
+    runs = {}
+    pending: _Run | None = None
+    for op in ops:
+        cases = op.cases() + (op.cases(hidden=True, secret=secret) if hidden else [])
+        run = runs[op.name] = _Run(cases)
+        args = [op.call_args(c.arrays, c.output_grad, c.params) for c in cases]
+        if pending is not None:
+            pending.reply, pending = _collect(sandbox), None
+        try:
+            sandbox.submit(op.name, op.adapter, args)
+            pending = run
+        except WorkerDied as died:
+            run.reply = died
+    if pending is not None:
+        pending.reply = _collect(sandbox)
+    return runs
+
+
+def _collect(sandbox: Sandbox) -> Any:
     try:
         return sandbox.collect()
     except WorkerDied as died:
         return died
 
 
-def _judge_op(op: Any, jobs: list[tuple[_Job, Any]], forward_times: dict, secret: str) -> OpGrade:
-    (main, received), *extra = jobs
-    if received is None:
+def judge_op(
+    op: Any,
+    run: _Run | None,
+    timed: timing.TimedRun | None,
+    calibration: timing.Calibration,
+    secret: str,
+) -> OpGrade:
+    """The op's grade. Any reply, however malformed, costs at most this op."""
+    if run is None:
         return OpGrade.failed(op, "missing", "not defined in the notebook")
-    grade_or_verdicts = _judge_job(op, main, received, forward_times, secret)
-    if isinstance(grade_or_verdicts, OpGrade):
-        return grade_or_verdicts
-    verdicts, output = grade_or_verdicts
-    for job, got in extra:
-        judged = _judge_job(op, job, got, forward_times, secret)
-        if isinstance(judged, OpGrade):  # the efficiency run alone failed: that case fails
-            hint = "not-vectorized" if judged.status == "timeout" else "exception"
-            message = (
-                "took longer than the time limit on this large input: use whole-array NumPy "
-                "operations instead of Python loops over elements"
-                if judged.status == "timeout"
-                else judged.message
-            )
-            verdicts.append(op.judge(job.cases[0], None, error=message))
-            verdicts[-1].hint = hint
-        else:
-            verdicts += judged[0]
+    try:
+        judged = _judge_reply(op, run.cases, run.reply, secret)
+        if isinstance(judged, OpGrade):
+            return judged
+        verdicts, output = judged
+        if timed is not None:
+            verdicts.append(_judge_timed(op, timed, calibration, secret))
+    except Exception as error:  # noqa: BLE001  (a forged reply must not stop the grader)
+        message = f"the worker's reply could not be judged ({type(error).__name__})"
+        return OpGrade.failed(op, "error", message)
     return score_op(op, verdicts, output)
 
 
-def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict, secret: str):
-    """(verdicts, output) for the job's cases, or an OpGrade if the whole run failed."""
+def _judge_reply(op: Any, cases: list, received: Any, secret: str, seconds=None):
+    """(verdicts, output) for ``cases``, or an OpGrade if the whole run failed."""
     if isinstance(received, WorkerDied):
         return OpGrade.failed(op, received.status, received.message)
     reply, buffers = received
@@ -263,41 +263,44 @@ def _judge_job(op: Any, job: _Job, received: Any, forward_times: dict, secret: s
     if status == "memory":
         return OpGrade.failed(op, "memory", "ran out of memory", output)
     results = reply.get("results")
-    if status != "ran" or not isinstance(results, list) or len(results) != len(job.cases):
+    if status != "ran" or not isinstance(results, list) or len(results) != len(cases):
         return OpGrade.failed(op, "error", _text(reply.get("message", "the worker failed")), output)
-    verdicts = []
-    for case, item in zip(job.cases, results):
-        timing = _timing(op, case, item, forward_times) if job.timed else None
-        verdict = _judge(op, case, item, buffers, secret, timing)
-        if job.timed and timing is None and verdict.passed:
-            # right values but no timing (the worker could not measure it): neither
-            # credit nor penalty for efficiency, and the report says so
-            verdict.weight = 0.0
-            verdict.message = "efficiency not measured (the worker could not time it)"
-        verdicts.append(verdict)
+    verdicts = [_judge(op, c, item, buffers, secret, seconds) for c, item in zip(cases, results)]
     return verdicts, output
 
 
-def _timing(op: Any, case: Any, item: Any, forward_times: dict) -> tuple[float, float] | None:
-    """(backward, forward) seconds; the forward is the smaller of the time calibrated
-    before student code was loaded and the time measured beside the backward, since
-    student code can only slow the reference forward down."""
-    measured = item.get("seconds") if isinstance(item, dict) else None
-    if not (isinstance(measured, list) and len(measured) == 2):
-        return None
-    try:  # a forged reply may carry anything here
-        backward, forward = (float(v) for v in measured)
-    except (TypeError, ValueError):
-        return None
-    calibrated = forward_times.get(op.name)
-    if calibrated is None:
-        from gradcheck_kit.efficiency import forward_seconds
+def _judge_timed(op: Any, timed: timing.TimedRun, calibration: timing.Calibration, secret: str):
+    """The efficiency case's verdict: every repetition's values must be right, and the
+    best backward time, on the grader's clock, within the bound of the forward's."""
+    case = timed.cases[0]
+    seconds = None
+    if timed.backward is not None:
+        seconds = (timed.backward, timing.forward_time(op, case, calibration))
+    verdict = None
+    for fresh, received in zip(timed.cases, timed.replies):
+        judged = _judge_reply(op, [fresh], received, secret, seconds if fresh is case else None)
+        if isinstance(judged, OpGrade):  # the timed run alone failed: that case fails
+            failed = op.judge(
+                case, None, error=_SLOW if judged.status == "timeout" else judged.message
+            )
+            if judged.status == "timeout":
+                failed.hint = "not-vectorized"
+            return failed
+        one = judged[0][0]
+        if not one.passed:
+            one.name = case.name
+            return one
+        verdict = verdict or one
+    return verdict
 
-        calibrated = forward_seconds(op, case)
-    return backward, min(forward, calibrated)
+
+_SLOW = (
+    "took longer than the time limit on this large input: use whole-array NumPy "
+    "operations instead of Python loops over elements"
+)
 
 
-def _judge(op: Any, case: Any, item: Any, buffers: list[bytes], secret: str, timing=None) -> Any:
+def _judge(op: Any, case: Any, item: Any, buffers: list[bytes], secret: str, seconds=None) -> Any:
     if not isinstance(item, dict):
         return op.judge(case, None, error="the worker sent no result")
     if "error" in item:
@@ -309,7 +312,7 @@ def _judge(op: Any, case: Any, item: Any, buffers: list[bytes], secret: str, tim
     bad = _find_unsupported(value)
     if bad is not None:
         return op.judge(case, None, error=f"returned {_text(bad.what)}; return NumPy float arrays")
-    details: dict[str, Any] = {"timing": timing} if timing is not None else {}
+    details: dict[str, Any] = {"timing": seconds} if seconds is not None else {}
     if isinstance(op, OpSpec):
         details["rng"] = verdict_rng(secret, op.name, case.name)
     return op.judge(case, value, mutated=bool(item.get("mutated")), **details)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .calling import non_contiguous
 from .registry import OpSpec
 
 PUBLIC_SEED = "public"
@@ -148,16 +149,6 @@ def _as_float32(case: Case) -> Case:
 
 def _viewable(case: Case) -> bool:
     return any(a.ndim >= 1 and a.size > 1 for a in _float_arrays(case.arrays))
-
-
-def non_contiguous(array: np.ndarray) -> np.ndarray:
-    """The same values, as a view that is not C-contiguous (transposed or strided)."""
-    if array.ndim >= 2:
-        return np.ascontiguousarray(np.swapaxes(array, -1, -2)).swapaxes(-1, -2)
-    if array.ndim == 1:
-        doubled = np.repeat(array, 2)
-        return doubled[::2]
-    return array
 
 
 def _as_views(case: Case) -> Case:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import html
 import os
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from .cases import Case, non_contiguous
+from . import calling
+from .cases import Case
 from .efficiency import copy_floor, efficiency_case, interleaved_times, reference_forward
 from .registry import Checkable, get_op
 from .verdict import CaseResult, score_cases
@@ -90,59 +88,14 @@ class CheckResult:
         )
 
 
-def copy_args(value: Any) -> Any:
-    """Fresh copies of the arguments, keeping non-contiguous views non-contiguous."""
-    if isinstance(value, np.ndarray):
-        return value.copy() if value.flags.c_contiguous else non_contiguous(value.copy())
-    if isinstance(value, list):
-        return [copy_args(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(copy_args(v) for v in value)
-    return value
-
-
-def same_args(before: Any, after: Any) -> bool:
-    """Were the arguments left exactly as they were (values, shapes and dtypes)?"""
-    if isinstance(before, np.ndarray):
-        return (
-            isinstance(after, np.ndarray)
-            and before.dtype == after.dtype
-            and before.shape == after.shape
-            and np.array_equal(before, after, equal_nan=True)
-        )
-    if isinstance(before, (list, tuple)):
-        return (
-            type(before) is type(after)
-            and len(before) == len(after)
-            and all(same_args(b, a) for b, a in zip(before, after))
-        )
-    return True
-
-
-def student_traceback(error: BaseException) -> str:
-    """The exception with only the student's frames (none of this package's)."""
-    frames = [
-        f
-        for f in traceback.extract_tb(error.__traceback__)
-        if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)
-    ]
-    lines = [f"{type(error).__name__}: {error}"]
-    for frame in frames[-3:]:
-        where = f"line {frame.lineno} in {frame.name}"
-        code = f": {frame.line.strip()}" if frame.line else ""
-        lines.append(f"  at {where}{code}")
-    return "\n".join(lines)
+def _is_student(filename: str) -> bool:
+    return not os.path.abspath(filename).startswith(_PACKAGE_DIR)
 
 
 def adapted(fn: Callable, spec: Checkable) -> Callable:
     """``fn`` as the op calls it: through the op's adapter, if it has one. The adapter
     runs with the student's globals, as it does in the grader's worker."""
-    if spec.adapter is None:
-        return fn
-    namespace = dict(getattr(fn, "__globals__", {}))
-    exec(compile(spec.adapter, f"<adapter of {spec.name}>", "exec"), namespace)
-    adapt = namespace["adapt"]
-    return lambda *args: adapt(fn, *args)
+    return calling.adapted(fn, spec.adapter, spec.name, getattr(fn, "__globals__", {}))
 
 
 def call_on_case(
@@ -155,14 +108,11 @@ def call_on_case(
     stub is reported as such.
     """
     args = spec.call_args(case.arrays, case.output_grad, case.params)
-    given = copy_args(args)
     try:
-        result = (call or adapted(fn, spec))(*given)
-    except NotImplementedError:
-        raise
-    except Exception as error:  # the student's bug, reported as a hint
-        return None, student_traceback(error), False
-    return result, None, not same_args(args, given)
+        called = calling.call_student(call or adapted(fn, spec), args, _is_student)
+    except MemoryError as error:  # reported like any other exception in the kernel
+        return None, calling.student_traceback(error, _is_student), False
+    return called.value, called.error, called.mutated
 
 
 def run_cases(fn: Callable, spec: Checkable, cases: Sequence[Case]) -> CheckResult:
@@ -186,7 +136,7 @@ def time_backward(call: Callable, spec: Checkable, case: Case, repeats: int = 5)
     it): best of runs on fresh copies, alternating with the reference forward; the
     forward is floored as in :mod:`gradcheck_kit.efficiency`."""
     args = spec.call_args(case.arrays, case.output_grad, case.params)
-    copies = iter([copy_args(args) for _ in range(repeats)])
+    copies = iter([calling.copy_args(args) for _ in range(repeats)])
     backward, forward = interleaved_times(
         lambda: call(*next(copies)), reference_forward(spec, case), repeats
     )

@@ -1,0 +1,141 @@
+"""Reaping: making sure nothing a worker started outlives it.
+
+Inside a PID namespace the kernel ends everything with the worker. Without one, the
+grader kills the worker's process group and every descendant it can find, and, as a
+child subreaper, whatever the worker detached (``setsid``, double fork).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+live_workers: set[int] = set()
+#: held while a worker is started and while orphans are looked for (batch mode runs
+#: sandboxes in threads: a worker not yet registered must not pass for an orphan)
+workers_lock = threading.Lock()
+
+
+def become_subreaper() -> bool:
+    """Without a PID namespace, processes a worker detached (``setsid``, double fork)
+    are re-parented to this process when the worker ends (PR_SET_CHILD_SUBREAPER),
+    where :func:`end_orphans` finds them."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def end_orphans() -> None:
+    """Kill every process re-parented to this one that is not a live worker, and its
+    descendants."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                ppid = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    with workers_lock:
+        orphans = [p for p in children.get(os.getpid(), []) if p not in live_workers]
+        orphans = [p for p in orphans if not _is_known_child(p)]
+        stack = list(orphans)
+        while stack:
+            pid = stack.pop()
+            stack += children.get(pid, [])
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+    deadline = time.monotonic() + 1.0
+    for pid in orphans:  # ours now: reap them, and only them
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.002)
+
+
+def _is_known_child(pid: int) -> bool:
+    """A child this process started itself: in its process group (workers and
+    whatever they spawn are in sessions of their own)."""
+    try:
+        return os.getpgid(pid) == os.getpgrp()
+    except OSError:
+        return True
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc/<pid>/task/<tid>/children)."""
+    found, stack = [], [pid]
+    while stack and len(found) < 4096:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    children = [int(c) for c in handle.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += children
+            stack += children
+    return found
+
+
+def wait_gone(pids: list[int], deadline: float) -> None:
+    """Until every one of ``pids`` is dead (gone, or a zombie waiting for its parent)."""
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as handle:
+                    if handle.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                        break
+            except OSError:
+                break
+            time.sleep(0.002)
+
+
+def kill_worker(process: subprocess.Popen, orphans: bool) -> None:
+    """Kill ``process`` (a worker), its process group and every descendant, wait for
+    them, and with ``orphans`` also whatever it detached and was re-parented to us."""
+    inside = descendants(process.pid)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in inside:  # those that left the process group, too
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for stream in (process.stdin, process.stdout):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    live_workers.discard(process.pid)
+    wait_gone(inside, time.monotonic() + 2.0)
+    if orphans:
+        end_orphans()  # a PID namespace would have ended them with the worker
