@@ -6,8 +6,9 @@ Neither check needs a reference implementation of what the student writes:
   to the student's code, with only NumPy) builds the graph with the notebook's ``Node``
   class, calls ``backward(loss)`` and returns the leaves' ``.grad``. The judge compares
   them with central differences of the graph's forward.
-* ``train_mlp`` is called on a training set; the judge computes the test accuracy of the
-  returned parameters with its own forward pass.
+* ``train_mlp`` is trained twice on a training set, the second time with the classes
+  renamed; the judge computes the test accuracy of both returned parameter sets with its
+  own forward pass.
 
 A graph description is ``{"nodes": [...], "loss": index, "leaves": [indices]}``; each
 node record is one of
@@ -20,7 +21,7 @@ node record is one of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -297,14 +298,22 @@ def _graph_hint(case: Case, wrong: list[str]) -> str:
 #: What the notebook states: ``train_mlp`` with these settings reaches this test accuracy.
 TRAIN_SETTINGS = {"hidden": 32, "steps": 300, "lr": 1.0}
 TARGET_ACCURACY = 0.9
+CLASSES = 3
 
 _TRAIN_ADAPTER = '''
 import numpy as _np
 
 
-def adapt(fn, X, y, hidden, steps, lr, seed):
-    """Call train_mlp with keywords; return its parameters as a list [W1, b1, W2, b2]."""
-    params = fn(X, y, hidden=hidden, steps=steps, lr=lr, seed=seed)
+def adapt(fn, X, y, renamed, hidden, steps, lr, seed):
+    """Train twice on the same points, with labels y and then with the classes renamed;
+    return both parameter lists [W1, b1, W2, b2]."""
+    return [
+        _parameter_list(fn(X, labels, hidden=hidden, steps=steps, lr=lr, seed=seed))
+        for labels in (y, renamed)
+    ]
+
+
+def _parameter_list(params):
     if isinstance(params, dict):
         params = [params.get(key) for key in ("W1", "b1", "W2", "b2")]
     return [None if p is None else _np.array(p, dtype=float) for p in params]
@@ -322,6 +331,48 @@ def make_spirals(n_per_class: int = 100, classes: int = 3, noise: float = 0.15, 
     return X, label
 
 
+@dataclass(frozen=True)
+class SpiralTask:
+    """The notebook's spirals seen another way: mirrored (second coordinate negated) if
+    ``mirrored``, then turned by ``degrees`` about the origin, arm ``k`` labelled
+    ``labels[k]``, and ``renamed[k]`` in the second training of the same points.
+
+    Turning and mirroring keep every distance, and the notebook's initialization is the
+    same in every direction and for every class, so the task is exactly as hard as the
+    notebook's own; but it changes with the secret, so parameters trained in advance
+    cannot be ready for it. ``renamed`` differs from ``labels`` on every arm: on the same
+    points, no single set of parameters can be right about both labellings.
+    """
+
+    degrees: float
+    mirrored: bool
+    labels: tuple[int, ...]
+    renamed: tuple[int, ...]
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> SpiralTask:
+        labels = rng.permutation(CLASSES)
+        shift = int(rng.integers(1, CLASSES))  # a cyclic shift moves every class
+        return cls(
+            degrees=float(rng.uniform(0.0, 360.0)),
+            mirrored=bool(rng.random() < 0.5),
+            labels=tuple(int(k) for k in labels),
+            renamed=tuple(int(k) for k in (labels + shift) % CLASSES),
+        )
+
+    def points(self, n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X, labels, renamed labels) of ``make_spirals(n_per_class, seed=seed)``."""
+        X, arm = make_spirals(n_per_class, CLASSES, seed=seed)
+        if self.mirrored:
+            X = X * np.array([1.0, -1.0])
+        turn = np.radians(self.degrees)
+        rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        return X @ rotation.T, np.array(self.labels)[arm], np.array(self.renamed)[arm]
+
+    def describe(self) -> str:
+        return f"turned {self.degrees:.0f} degrees" + (", mirrored" if self.mirrored else "")
+
+
 def mlp_accuracy(params: list, X: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of ``relu(X @ W1.T + b1) @ W2.T + b2`` (the grader's own forward)."""
     W1, b1, W2, b2 = (np.asarray(p, dtype=float) for p in params)
@@ -329,9 +380,20 @@ def mlp_accuracy(params: list, X: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
+_TRAININGS = ("", " with the classes renamed")
+
+
 @dataclass
 class TrainingCheck:
-    """The check of ``train_mlp``: the returned parameters classify held-out points."""
+    """The check of ``train_mlp``: the returned parameters classify held-out points.
+
+    Each case is one :class:`SpiralTask` (drawn from the secret for hidden cases), and
+    ``train_mlp`` is trained on it twice: with its labels, then on the same points with
+    every class renamed. The case passes when both networks reach the target accuracy
+    on held-out points labelled the same way. A function that returns the same
+    parameters whatever it is given is right about at most one labelling of each test
+    point, so it fails every case, public or hidden, under every secret.
+    """
 
     name: str = "train_mlp"
     assignment: str = A
@@ -342,24 +404,38 @@ class TrainingCheck:
     )
 
     def cases(self, hidden: bool = False, secret: str | None = None) -> list[Case]:
-        if hidden:
-            rng = case_rng(self.name, hidden, secret)
-            seeds = [int(s) for s in rng.integers(1, 2**31, size=2)]
-        else:
-            seeds = [0]
+        rng = case_rng(self.name, hidden, secret)
+        # the public case trains on the notebook's own points (seed 0), seen another way
+        seeds = [int(s) for s in rng.integers(1, 2**31, size=2)] if hidden else [0]
         cases = []
         for seed in seeds:
-            X, y = make_spirals(100, seed=seed)
-            X_test, y_test = make_spirals(200, seed=seed + 1)
-            arrays = {"X": X, "y": y, "X_test": X_test, "y_test": y_test}
-            params = {**TRAIN_SETTINGS, "seed": seed % 1000}
-            name = f"{'hidden: ' if hidden else ''}spirals, data seed {seed}"
+            task = SpiralTask.draw(rng)
+            X, y, renamed = task.points(100, seed)
+            X_test, y_test, renamed_test = task.points(200, seed + 1)
+            arrays = {
+                "X": X,
+                "y": y,
+                "renamed": renamed,
+                "X_test": X_test,
+                "y_test": y_test,
+                "renamed_test": renamed_test,
+            }
+            params = {**TRAIN_SETTINGS, "seed": seed % 1000, "task": asdict(task)}
+            name = f"{'hidden: ' if hidden else ''}spirals {task.describe()}, data seed {seed}"
             cases.append(Case(self.name, name, "training", arrays, params, np.ones(()), hidden))
         return cases
 
     def call_args(self, arrays: dict, output_grad: Any, params: dict) -> tuple:
         p = {**TRAIN_SETTINGS, "seed": 0, **params}
-        return (arrays["X"], arrays["y"], p["hidden"], p["steps"], p["lr"], p["seed"])
+        return (
+            arrays["X"],
+            arrays["y"],
+            arrays["renamed"],
+            p["hidden"],
+            p["steps"],
+            p["lr"],
+            p["seed"],
+        )
 
     def judge(self, case: Case, result: Any, error: str | None = None, mutated: bool = False,
               **details: Any) -> CaseResult:  # fmt: skip
@@ -370,20 +446,44 @@ class TrainingCheck:
             return verdict(False, "exception", error)
         if mutated:
             return verdict(False, "mutated-input", "train_mlp modified X or y in place")
-        hidden, classes, features = case.params["hidden"], 3, case.arrays["X"].shape[1]
-        shapes = [(hidden, features), (hidden,), (classes, hidden), (classes,)]
-        if not isinstance(result, (list, tuple)) or len(result) != 4:
-            return verdict(False, "shape", "return (W1, b1, W2, b2) or a dict with those keys")
-        for label, item, shape in zip(("W1", "b1", "W2", "b2"), result, shapes):
-            got = np.shape(item) if item is not None else None
-            if got != shape:
-                return verdict(False, "shape", f"{label} should have shape {shape}, got {got}")
-            if not np.all(np.isfinite(np.asarray(item, dtype=float))):
-                return verdict(False, "nonfinite", f"{label} is not finite (lr too large?)")
-        accuracy = mlp_accuracy(list(result), case.arrays["X_test"], case.arrays["y_test"])
-        message = f"test accuracy {accuracy:.1%} (needs {TARGET_ACCURACY:.0%})"
-        if accuracy >= TARGET_ACCURACY:
+        if not isinstance(result, (list, tuple)) or len(result) != len(_TRAININGS):
+            return verdict(False, "shape", "expected the parameters of both trainings")
+        hidden, features = case.params["hidden"], case.arrays["X"].shape[1]
+        shapes = [(hidden, features), (hidden,), (CLASSES, hidden), (CLASSES,)]
+        for params, training in zip(result, _TRAININGS):
+            if not isinstance(params, (list, tuple)) or len(params) != 4:
+                return verdict(False, "shape", "return (W1, b1, W2, b2) or a dict with those keys")
+            for label, item, shape in zip(("W1", "b1", "W2", "b2"), params, shapes):
+                got = np.shape(item) if item is not None else None
+                if got != shape:
+                    return verdict(
+                        False, "shape", f"{label} should have shape {shape}, got {got}{training}"
+                    )
+                if not np.all(np.isfinite(np.asarray(item, dtype=float))):
+                    return verdict(
+                        False, "nonfinite", f"{label} is not finite{training} (lr too large?)"
+                    )
+        X_test = case.arrays["X_test"]
+        accuracies = [
+            mlp_accuracy(list(params), X_test, case.arrays[labels])
+            for params, labels in zip(result, ("y_test", "renamed_test"))
+        ]
+        message = (
+            f"test accuracy {accuracies[0]:.1%}, and {accuracies[1]:.1%} with the classes "
+            f"renamed (needs {TARGET_ACCURACY:.0%} on both)"
+        )
+        reached = [a >= TARGET_ACCURACY for a in accuracies]
+        if all(reached):
             return verdict(True, message=message)
+        if any(reached) and sum(accuracies) <= 1.0:
+            # the bound for parameters that do not depend on the labels: right about at
+            # most one of the two labels of each test point
+            return verdict(
+                False,
+                "ignores-data",
+                message + "; train_mlp must learn from the X and y it is given: the same "
+                "points with other class numbers need other parameters",
+            )
         return verdict(
             False,
             "accuracy",

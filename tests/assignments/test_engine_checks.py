@@ -134,12 +134,21 @@ def test_training_judge_uses_its_own_forward(notebook):
     case = spec.cases()[0]
     trained, error, _ = call_on_case(notebook["train_mlp"], spec, case)
     assert error is None and spec.judge(case, trained).passed
-    zeros = [np.zeros_like(p) for p in trained]
+    zeros = [[np.zeros_like(p) for p in params] for params in trained]
     verdict = spec.judge(case, zeros)
     assert not verdict.passed and verdict.hint == "accuracy"
-    wrong_shape = [trained[0].T, *trained[1:]]
+    first, renamed = trained
+    wrong_shape = [[first[0].T, *first[1:]], renamed]
     assert spec.judge(case, wrong_shape).hint == "shape"
-    assert engine.mlp_accuracy(trained, *engine.make_spirals(200, seed=7)) >= engine.TARGET_ACCURACY
+    assert spec.judge(case, [first, [renamed[0].T, *renamed[1:]]]).hint == "shape"
+    # fresh points of the same task, never seen by the grader's cases
+    X, y, y_renamed = task_of(case).points(200, seed=7)
+    assert engine.mlp_accuracy(first, X, y) >= engine.TARGET_ACCURACY
+    assert engine.mlp_accuracy(renamed, X, y_renamed) >= engine.TARGET_ACCURACY
+
+
+def task_of(case) -> engine.SpiralTask:
+    return engine.SpiralTask(**case.params["task"])
 
 
 def test_training_accepts_a_dict_of_parameters(notebook):
@@ -160,3 +169,81 @@ def test_notebook_data_matches_the_graders(notebook):
         X, y = notebook["make_spirals"](100, seed=seed)
         X2, y2 = engine.make_spirals(100, seed=seed)
         assert np.array_equal(X, X2) and np.array_equal(y, y2)
+
+
+SECRETS = ("a", "b", "term 2", "0x5eed", "instructor", "another one")
+
+
+def _training_cases() -> list:
+    spec = gradcheck_kit.get_op("train_mlp")
+    return spec.cases() + [c for s in SECRETS for c in spec.cases(True, s)]
+
+
+def test_training_passes_every_task_and_fixed_parameters_pass_none(notebook):
+    spec = gradcheck_kit.get_op("train_mlp")
+    for case in _training_cases():
+        trained, error, mutated = call_on_case(notebook["train_mlp"], spec, case)
+        assert error is None and not mutated
+        verdict = spec.judge(case, trained)
+        assert verdict.passed, (case.name, verdict.message)
+        # the best a function that ignores its data can do: return, both times, the
+        # parameters trained on one of the two labellings
+        for fixed in trained:
+            verdict = spec.judge(case, [fixed, fixed])
+            assert not verdict.passed and verdict.hint == "ignores-data", (case.name, verdict)
+
+
+def test_an_undertrained_network_is_told_to_train_better_not_accused(notebook):
+    spec = gradcheck_kit.get_op("train_mlp")
+    case = spec.cases()[0]
+    X, y, renamed = (case.arrays[k] for k in ("X", "y", "renamed"))
+    short = notebook["train_mlp"](X, renamed, steps=40)
+    assert (
+        1 - engine.TARGET_ACCURACY
+        < engine.mlp_accuracy(short, case.arrays["X_test"], case.arrays["renamed_test"])
+        < engine.TARGET_ACCURACY
+    )
+    verdict = spec.judge(case, [notebook["train_mlp"](X, y), short])
+    assert not verdict.passed and verdict.hint == "accuracy", verdict
+
+
+def test_hidden_tasks_change_with_the_secret_and_the_public_one_does_not():
+    spec = gradcheck_kit.get_op("train_mlp")
+    public, again = spec.cases()[0], spec.cases()[0]
+    assert public.name == again.name and np.array_equal(public.arrays["X"], again.arrays["X"])
+    tasks = [task_of(c) for s in SECRETS for c in spec.cases(True, s)]
+    assert tasks == [task_of(c) for s in SECRETS for c in spec.cases(True, s)]
+    assert len({t.degrees for t in tasks}) == len(tasks)
+    assert {t.mirrored for t in tasks} == {True, False}
+    assert len({t.labels for t in tasks}) >= 3
+    for task in tasks + [task_of(spec.cases()[0])]:
+        assert sorted(task.labels) == sorted(task.renamed) == [0, 1, 2]
+        assert all(a != b for a, b in zip(task.labels, task.renamed))
+
+
+def test_a_task_is_the_notebooks_spirals_seen_another_way():
+    X, arm = engine.make_spirals(100, seed=3)
+    for case in _training_cases():
+        task = task_of(case)
+        turned, labels, renamed = task.points(100, seed=3)
+        # every distance and every arm kept: the same learning problem
+        assert np.allclose(np.linalg.norm(turned, axis=1), np.linalg.norm(X, axis=1))
+        assert np.allclose(turned @ turned.T, X @ X.T)
+        assert np.array_equal(labels, np.array(task.labels)[arm])
+        assert np.array_equal(renamed, np.array(task.renamed)[arm])
+
+
+def test_check_tells_a_student_that_pasted_parameters_fail(notebook):
+    spec = gradcheck_kit.get_op("train_mlp")
+    public = spec.cases()[0]
+    for X, y in (engine.make_spirals(100, seed=0), (public.arrays["X"], public.arrays["y"])):
+        namespace = dict(notebook)
+        namespace["_PASTED"] = notebook["train_mlp"](X, y)
+        exec(
+            "def train_mlp(X, y, hidden=32, steps=300, lr=1.0, seed=0):\n    return _PASTED\n",
+            namespace,
+        )
+        result = gradcheck_kit.check(namespace["train_mlp"], show=False)
+        assert not result.passed and result.score == 0
+        assert result.cases[0].hint in ("ignores-data", "accuracy"), result.cases[0]
+        assert "renamed" in result.cases[0].message
