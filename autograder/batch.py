@@ -21,16 +21,45 @@ from .sandbox import SandboxOptions
 
 
 def find_notebooks(paths: Iterable[str]) -> list[str]:
-    """The notebooks named or found (recursively) under the given paths, sorted."""
+    """The notebooks named or found (recursively) under the given paths, sorted.
+
+    Symlinks are never followed: a symlinked directory is not descended, and a symlink
+    named ``*.ipynb`` or pointing to a directory is listed as it is, so that its row
+    says it was not followed (reading refuses it, as it refuses FIFOs, sockets and
+    devices named ``*.ipynb``, which are listed too). Hidden directories are skipped.
+    """
     found: list[str] = []
     for path in paths:
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, f) for f in sorted(files) if f.endswith(".ipynb")]
+        # "DIR/" would make lstat follow a symlinked DIR
+        named = path.rstrip(os.sep) or path
+        if os.path.isdir(path) and not os.path.islink(named):
+            found += _walk(path)
         else:
             found.append(path)
     return sorted(dict.fromkeys(found))
+
+
+def _walk(top: str) -> list[str]:
+    found: list[str] = []
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            found.append(directory)  # unreadable: a row of its own, not silently dropped
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                if entry.name.endswith(".ipynb") or os.path.isdir(entry.path):
+                    found.append(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    pending.append(entry.path)
+            elif entry.name.endswith(".ipynb"):
+                found.append(entry.path)
+    return found
 
 
 def grade_to_text(
