@@ -15,10 +15,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 import gradcheck_kit
 from gradcheck_kit.cases import verdict_rng
 from gradcheck_kit.efficiency import settings_for
+from gradcheck_kit.numerical import leaves_of
 from gradcheck_kit.registry import OpSpec
+from gradcheck_kit.verdict import Malformed, normalize, projection_error
 
 from . import channel, timing
 from .notebook import BadSubmission, code_cells, read_notebook
@@ -138,7 +142,7 @@ def _grade(
     defined = load_student_code(sandbox, cells, ops, grade)
     replies = run_cases(sandbox, [op for op in ops if op.name in defined], secret, hidden)
     timed = {
-        op.name: timing.measure(sandbox, op, large[op.name], calibration, secret, settings.repeats)
+        op.name: timing.measure(sandbox, op, large[op.name], calibration, secret)
         for op in ops
         if op.name in large and op.name in defined
     }
@@ -270,30 +274,68 @@ def _judge_reply(op: Any, cases: list, received: Any, secret: str, seconds=None)
 
 
 def _judge_timed(op: Any, timed: timing.TimedRun, calibration: timing.Calibration, secret: str):
-    """The efficiency case's verdict: every repetition's values must be right, and the
-    best backward time, on the grader's clock, within the bound of the forward's."""
-    case = timed.cases[0]
+    """The efficiency case's verdict: the first call judged in full, with the best
+    backward time (on the grader's clock) against the bound of the forward's; every
+    other call, on its own fresh inputs, must give a right gradient too."""
+    case = timed.requests[0][0]
     seconds = None
     if timed.backward is not None:
         seconds = (timed.backward, timing.forward_time(op, case, calibration))
     verdict = None
-    for fresh, received in zip(timed.cases, timed.replies):
-        judged = _judge_reply(op, [fresh], received, secret, seconds if fresh is case else None)
+    for cases, received in zip(timed.requests, timed.replies):
+        judged = _judge_reply(op, cases[:1], _first(received), secret, None if verdict else seconds)
         if isinstance(judged, OpGrade):  # the timed run alone failed: that case fails
-            failed = op.judge(
-                case, None, error=_SLOW if judged.status == "timeout" else judged.message
-            )
-            if judged.status == "timeout":
-                failed.hint = "not-vectorized"
+            message = _SLOW if judged.status == "timeout" else judged.message
+            failed = op.judge(case, None, error=message)
+            failed.hint = "not-vectorized" if judged.status == "timeout" else failed.hint
             return failed
-        one = judged[0][0]
-        if not one.passed:
-            one.name = case.name
-            return one
-        verdict = verdict or one
+        verdict = verdict or judged[0][0]
+        if not verdict.passed:
+            return verdict
+        reply, buffers = received
+        for fresh, item in zip(cases[1:], reply["results"][1:]):
+            if not _right_on_fresh_inputs(op, fresh, item, buffers, secret):
+                return op.judge(case, None, error=_WRONG_AGAIN)
     return verdict
 
 
+def _first(received: Any) -> Any:
+    """A reply to a request of several calls, as if it had had only the first."""
+    if isinstance(received, WorkerDied):
+        return received
+    reply, buffers = received
+    results = reply.get("results")
+    if reply.get("status") == "ran" and isinstance(results, list) and len(results) > 1:
+        reply = dict(reply, results=results[:1])
+    return reply, buffers
+
+
+def _right_on_fresh_inputs(op: Any, case: Any, item: Any, buffers: list, secret: str) -> bool:
+    """A cheaper check of one more call: right structure, shape and finite values, and
+    agreement along one random direction drawn from the secret."""
+    if not isinstance(item, dict) or "error" in item or item.get("mutated"):
+        return False
+    try:
+        value = channel.decode(item.get("value"), buffers)
+    except channel.ChannelError:
+        return False
+    if _find_unsupported(value) is not None:
+        return False
+    leaves = leaves_of(op.grad_names, case.arrays)
+    try:
+        grads = normalize(op, case, value, leaves)
+    except Malformed:
+        return False
+    if not all(np.all(np.isfinite(g)) for g in grads.values()):
+        return False
+    rng = verdict_rng(secret, op.name, f"{case.name}\0again")
+    return projection_error(op, case, grads, leaves, rng, directions=1) <= 1.0
+
+
+_WRONG_AGAIN = (
+    "right on the first input, but wrong when called again on fresh inputs of the same "
+    "shape: a backward must compute its gradient from the arguments of each call"
+)
 _SLOW = (
     "took longer than the time limit on this large input: use whole-array NumPy "
     "operations instead of Python loops over elements"

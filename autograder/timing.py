@@ -6,9 +6,9 @@ Everything the verdict depends on is measured where student code cannot reach it
   (floored by copies of the data, see ``gradcheck_kit.efficiency``);
 - the cost of a round trip of the case's size without student code (an ``echo``), on
   the grader's clock, also before loading;
-- the backward's time, on the grader's clock around each request, minus that round
-  trip; every repetition gets fresh inputs drawn from the secret, so there is nothing
-  to cache, and every repetition's values are judged.
+- the backward's time, on the grader's clock around each request of several calls,
+  minus that round trip; every call gets fresh inputs drawn from the secret, so there
+  is nothing to cache, and every call's values are checked.
 
 A forged timing field in a reply is never read.
 """
@@ -27,8 +27,12 @@ from gradcheck_kit.numerical import leaves_of
 
 from .sandbox import Sandbox, WorkerDied, run_request
 
-#: a repetition stops early once this much time went to one op's timed runs: repeating
-#: only matters near the bound, not far beyond it
+#: calls per timed request, each on fresh inputs
+CALLS = 4
+#: timed requests at most; the best counts (robust to a noisy machine)
+REQUESTS = 3
+#: no further request once this much time went to one op's timed runs: repeating only
+#: matters near the bound, not far beyond it
 BUDGET = 1.0
 
 
@@ -42,9 +46,10 @@ class Calibration:
 
 @dataclass
 class TimedRun:
-    """An efficiency case's repetitions: each one's reply, and the best backward time."""
+    """An efficiency case's timed requests: the fresh cases of each request, each
+    request's reply, and the best time of one backward call."""
 
-    cases: list[Case]
+    requests: list[list[Case]]
     replies: list[Any]
     backward: float | None = None
 
@@ -76,43 +81,49 @@ def calibrate(sandbox: Sandbox, ops: list[Any], large: dict[str, Case]) -> Calib
 
 
 def _echo_time(sandbox: Sandbox, op: Any, case: Case, repeats: int = 3) -> float:
+    """Best round trip of a request of ``CALLS`` calls of the case's size."""
     args = op.call_args(case.arrays, case.output_grad, case.params)
     shapes = [
         [list(np.shape(leaf.get(case.arrays))), "<f8"]
         for leaf in leaves_of(op.grad_names, case.arrays)
     ]
-    request, buffers = run_request(op.name, None, [args])
+    request, buffers = run_request(op.name, None, [args] * CALLS)
     request = dict(request, cmd="echo", reply=shapes)
     return min(sandbox.round_trip(request, buffers)[2] for _ in range(repeats))
 
 
-def repetitions(op: Any, case: Case, secret: str, repeats: int) -> list[Case]:
-    """The efficiency case again with fresh values, ``repeats`` times: the first is the
-    case itself (its name is the one reported), the others are drawn from the secret."""
-    fresh = [case]
-    for index in range(1, max(1, repeats)):
-        rng = seed_for(op.name, f"efficiency\0{secret}\0{index}")
+def fresh_cases(op: Any, case: Case, secret: str, request: int) -> list[Case]:
+    """``CALLS`` copies of the efficiency case with fresh values drawn from the secret:
+    the same shapes and parameters (and name), inputs the worker has never seen."""
+    fresh = []
+    for call in range(CALLS):
+        rng = seed_for(op.name, f"efficiency\0{secret}\0{request}\0{call}")
         drawn = sample_case(op, rng, op.large, hidden=False)
         fresh.append(replace(case, arrays=drawn.arrays, output_grad=drawn.output_grad))
     return fresh
 
 
 def measure(
-    sandbox: Sandbox, op: Any, case: Case, calibration: Calibration, secret: str, repeats: int
+    sandbox: Sandbox, op: Any, case: Case, calibration: Calibration, secret: str
 ) -> TimedRun:
-    """Run the efficiency case's repetitions one request each, timed on our clock."""
-    run = TimedRun(repetitions(op, case, secret, repeats), [])
+    """Up to ``REQUESTS`` requests of ``CALLS`` calls each, timed on our clock; the best
+    request's time per call, less the round trip's own cost, is the backward's time.
+    Several calls per request make the grader's wake-up latency small beside them."""
+    run = TimedRun([], [])
     transport = calibration.transport.get(op.name, 0.0)
     spent, best = 0.0, math.inf
-    for fresh in run.cases:
-        args = op.call_args(fresh.arrays, fresh.output_grad, fresh.params)
+    for index in range(REQUESTS):
+        cases = fresh_cases(op, case, secret, index)
+        args = [op.call_args(c.arrays, c.output_grad, c.params) for c in cases]
+        run.requests.append(cases)
         try:
-            reply, buffers, seconds = sandbox.round_trip(*run_request(op.name, op.adapter, [args]))
+            reply, buffers, seconds = sandbox.round_trip(*run_request(op.name, op.adapter, args))
         except WorkerDied as died:
             run.replies.append(died)
             break
         run.replies.append((reply, buffers))
-        best, spent = min(best, max(seconds - transport, 0.0)), spent + seconds
+        best = min(best, max(seconds - transport, 0.0) / CALLS)
+        spent += seconds
         if reply.get("status") != "ran" or spent > BUDGET:
             break
     run.backward = best if math.isfinite(best) else None

@@ -36,7 +36,7 @@ def _probe(options: SandboxOptions, paths: tuple[str, ...]) -> tuple[list[str], 
     sandbox = Sandbox(options)
     source = f"PATHS = {paths!r}\n{PROBE}"
     try:
-        loaded = sandbox.load([{"source": source, "binds": ["PATHS", "probe"]}], ["probe"])
+        loaded = sandbox.load([source], ["probe"])
         assert loaded["callable"] == ["probe"]
         reply, buffers = sandbox.run("probe", None, [(1,)])
         return sandbox.isolation, channel.decode(reply["results"][0]["value"], buffers)
