@@ -11,9 +11,10 @@ file. The file is opened without following a link and without blocking, checked 
 the opened descriptor, and read up to :data:`MAX_BYTES` plus one byte whatever its
 size says, so a file that grows while it is read is refused too.
 
-The text is parsed once (the JSON), converted to a NotebookNode once and validated
-once, with fastjsonschema when it is available: each step is linear in the file's
-size (see ``benchmarks/pathological_notebooks.py`` for the constants).
+The text is parsed once (the JSON, straight into NotebookNodes) and validated once,
+with fastjsonschema when nbformat has it, after a count of its brackets bounds the
+number of JSON containers: each step is linear in the file's size with a bounded
+constant (``benchmarks/pathological_notebooks.py`` measures them).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from typing import Any
 TARGET_VERSION = 4
 #: notebooks larger than this are refused rather than parsed
 MAX_BYTES = 64 * 1024 * 1024
+
+#: a bound on the JSON containers (at most one per "[" or "{", counted in the bytes
+#: before parsing): each costs the parser about 70 bytes of memory for 2 bytes of file,
+#: so without it 64 MB of "[]" would take the grader 2.5 GB. Real notebooks, outputs
+#: of printed arrays included, have far fewer than one per 16 bytes
+MAX_BRACKETS = MAX_BYTES // 16
 
 #: what a non-regular entry is, for the message that refuses it
 _KINDS = {
@@ -122,13 +129,22 @@ def read_notebook(path: str | os.PathLike) -> Any:
 
     path = os.fspath(path)
     data = read_bytes(path)
+    brackets = data.count(b"[") + data.count(b"{")
+    if brackets > MAX_BRACKETS:
+        raise BadSubmission(
+            f"{path}: not a notebook this grader reads ({brackets} '[' and '{{' "
+            f"characters; the limit is {MAX_BRACKETS})"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BadSubmission(f"{path}: not a notebook (not UTF-8 text)") from None
     del data  # the bytes and the text of a 64 MB notebook need not both stay alive
+    from nbformat import NotebookNode
+
     try:
-        raw = json.loads(text)
+        # NotebookNodes straight from the parser: no second copy of the whole tree
+        raw = json.loads(text, object_hook=NotebookNode)
     except ValueError as error:
         raise BadSubmission(f"{path}: not a notebook (invalid JSON: {error})") from None
     except RecursionError:
@@ -141,7 +157,6 @@ def read_notebook(path: str | os.PathLike) -> Any:
             warnings.simplefilter("ignore")
             notebook = _upgrade(nbformat, raw)
             del raw
-            _validate(nbformat, notebook)
     except RecursionError:
         raise BadSubmission(f"{path}: not a valid notebook (nested too deeply)") from None
     except Exception as error:  # nbformat raises many kinds for malformed input
@@ -151,39 +166,52 @@ def read_notebook(path: str | os.PathLike) -> Any:
 
 
 def _upgrade(nbformat: Any, raw: dict) -> Any:
-    """What ``nbformat.reads`` does after its own JSON parse, minus its validation (done
-    once, after the upgrade): the dict as NotebookNodes, converted to v4."""
+    """What ``nbformat.reads`` does after its own JSON parse, validating once: the
+    notebook converted to v4 and validated."""
     from nbformat.reader import get_version
 
     major, minor = get_version(raw)
     if major not in nbformat.versions:
         raise nbformat.NBFormatError(f"Unsupported nbformat version {major}")
+    if major == TARGET_VERSION:
+        # v4's to_notebook_json without its first step, a copy of the whole tree into
+        # NotebookNodes, which the parser already made; validated first, so that a
+        # malformed cell gets the schema's message
+        from nbformat.v4.rwbase import rejoin_lines, strip_transient
+
+        _validate(nbformat, raw)
+        return strip_transient(rejoin_lines(raw))
     try:
         notebook = nbformat.versions[major].to_notebook_json(raw, minor=minor)
     except AttributeError as error:
         raise nbformat.ValidationError(f"missing an expected key: {error}") from None
-    return nbformat.convert(notebook, TARGET_VERSION)
+    notebook = nbformat.convert(notebook, TARGET_VERSION)
+    _validate(nbformat, notebook)
+    return notebook
 
 
 def _validate(nbformat: Any, notebook: Any) -> None:
     """nbformat's validation, on fastjsonschema's compiled schema when nbformat has it
-    (several times faster than jsonschema, and linear): nbformat only picks it from an
-    environment variable. A notebook it refuses goes through ``nbformat.validate`` for
-    jsonschema's clearer message."""
+    (nbformat itself picks it only from an environment variable). A refusal keeps
+    fastjsonschema's own message: nbformat would redo the whole validation with
+    jsonschema for a better one, which takes minutes on a large notebook."""
     try:
+        from nbformat.corpus.words import generate_corpus_id
         from nbformat.validator import get_validator
 
         version, minor = notebook.get("nbformat"), notebook.get("nbformat_minor")
         fast = get_validator(version, minor, name="fastjsonschema")
     except Exception:  # noqa: BLE001  (an older nbformat, or no fastjsonschema installed)
         fast = None
-    if fast is not None:
-        try:
-            fast.validate(notebook)
-            return
-        except Exception:  # noqa: BLE001  (the message comes from nbformat.validate)
-            pass
-    nbformat.validate(notebook)
+    if fast is None:
+        nbformat.validate(notebook)
+        return
+    cells = notebook.get("cells")
+    if (version, minor) >= (4, 5) and isinstance(cells, list):
+        for cell in cells:  # what nbformat.validate repairs before validating
+            if isinstance(cell, dict) and "id" not in cell:
+                cell["id"] = generate_corpus_id()
+    fast.validate(notebook)
 
 
 def code_cells(notebook: Any) -> list[str]:
