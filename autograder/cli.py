@@ -46,6 +46,13 @@ def grade_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", help="batch mode: write one row per submission here")
     parser.add_argument("--worker-user", help="run student code as this user (needs root)")
     parser.add_argument(
+        "--allow-shared-uid",
+        action="store_true",
+        help="with --jobs above 1, grade in parallel even where workers of different "
+        "submissions would run as one user (no namespaces, and not root or no interpreter "
+        "other users can read)",
+    )
+    parser.add_argument(
         "--efficiency-bound",
         type=float,
         help="an efficiency case fails when the backward takes more than this many times the "
@@ -107,6 +114,17 @@ def _main(argv: list[str]) -> int:
     batch = args.csv is not None or len(args.paths) > 1 or os.path.isdir(args.paths[0])
     if batch:
         from . import batch as batch_mod
+
+        if args.jobs > 1 and not args.allow_shared_uid:
+            from .isolation import shared_uid_reason
+
+            reason = shared_uid_reason(options)
+            if reason:
+                return _fail(
+                    f"refusing --jobs {args.jobs} without namespaces: {reason}, and one "
+                    "submission could kill or trace another's workers; use --jobs 1, or "
+                    "--allow-shared-uid to accept that"
+                )
 
         return batch_mod.main(args, options)
     return grade_one(args, options)

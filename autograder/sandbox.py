@@ -127,6 +127,7 @@ class Sandbox:
         self.isolation: list[str] = []
         self._ready = False
         self._deadline = 0.0
+        self._own: isolation.OwnAccount | None = None
 
     def __enter__(self) -> Sandbox:
         return self
@@ -144,6 +145,7 @@ class Sandbox:
         config = self._config()
         if config.uid is not None:
             os.chown(self.directory, config.uid, config.gid)
+        own, self._own = self._own, None
         command = [self.options.python, "-I", WORKER_PATH]
         if self.namespaces:
             command = [*isolation.namespace_command(), "--", *command]
@@ -151,18 +153,25 @@ class Sandbox:
             isolation.hide_grader_environment()
             self.subreaper = reaping.become_subreaper()
         with reaping.workers_lock:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                cwd=self.directory,
-                env=worker_env(self.options, self.directory),
-                close_fds=True,
-                start_new_session=True,  # so a kill reaches anything it managed to spawn
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
+            try:
+                self.process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    cwd=self.directory,
+                    env=worker_env(self.options, self.directory),
+                    close_fds=True,
+                    start_new_session=True,  # so a kill reaches anything it spawns
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                )
+            except BaseException:
+                if own is not None:
+                    own.release()
+                raise
             reaping.live_workers.add(self.process.pid)
+            if own is not None:  # cleared and released when the worker is reaped
+                reaping.accounts[self.process.pid] = own
         for stream in (self.process.stdin, self.process.stdout):
             os.set_blocking(stream.fileno(), False)
         self._ready = False
@@ -175,12 +184,20 @@ class Sandbox:
         # the worker starts as us and drops to this account itself, once the namespaces
         # are set up and before any student code runs
         account = isolation.worker_account(self.options)
+        self._own = None
+        if not self.namespaces and account is not None and not self.options.user:
+            # without namespaces a shared account could signal and trace the workers
+            # of other jobs: this worker gets an id of its own, swept before and after
+            self._own = isolation.own_account()
+            if self._own is not None:
+                reaping.clear_account(self._own.uid)
+                account = (self._own.uid, self._own.gid)
         return isolation.WorkerConfig(
             memory_bytes=self.options.memory_bytes,
             cpu_seconds=self.options.cpu_seconds,
             uid=account[0] if account else None,
             gid=account[1] if account else None,
-            uid_auto=account is not None and not self.options.user,
+            uid_auto=account is not None and not self.options.user and self._own is None,
             namespaces=self.namespaces,
             hide=tuple(isolation.hidden_directories(self.options)) if self.namespaces else (),
         )
