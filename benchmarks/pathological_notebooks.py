@@ -8,8 +8,9 @@ subprocesses:
   nbformat upgrade and validation, the code cells, the ``names_bound`` scan that picks
   the assignment): wall time and the peak RSS it adds to the process;
 - ``cli``: the real ``gradcheck-grade`` on the file: wall time, the grader's peak RSS
-  and CPU time (``RUSAGE_SELF``) and the largest worker's peak RSS
-  (``RUSAGE_CHILDREN``), and how it ended.
+  (``VmHWM``) and CPU time, the largest reaped child's peak RSS (``RUSAGE_CHILDREN``,
+  which Linux carries across exec, so it is at least the grader's RSS when the worker
+  was started), and how it ended.
 
 The last columns divide by the size: seconds per MB and bytes of memory per byte of
 notebook, which stay flat when growth is linear.
@@ -75,8 +76,11 @@ code = main(sys.argv[2:])
 seconds = time.perf_counter() - start
 me = resource.getrusage(resource.RUSAGE_SELF)
 children = resource.getrusage(resource.RUSAGE_CHILDREN)
+# ru_maxrss survives exec (it would be the benchmark's own peak): VmHWM does not
+with open("/proc/self/status") as handle:
+    peak = next(int(l.split()[1]) * 1024 for l in handle if l.startswith("VmHWM:"))
 with open(sys.argv[1], "w") as handle:
-    json.dump({"code": code, "seconds": seconds, "grader_rss": me.ru_maxrss * 1024,
+    json.dump({"code": code, "seconds": seconds, "grader_rss": peak,
                "grader_cpu": me.ru_utime + me.ru_stime,
                "worker_rss": children.ru_maxrss * 1024}, handle)
 """
@@ -109,7 +113,7 @@ def _lines(budget: int, line: Callable[[int], str]) -> list[str]:
     while used < budget:
         text = line(i)
         out.append(text)
-        used += len(json.dumps(text)) + 1
+        used += len(json.dumps(text)) + 2  # and the ", " between items
         i += 1
     return out
 
