@@ -446,7 +446,16 @@ def _visible_paths(hide):
         for form in {os.path.abspath(path), os.path.realpath(path)}:
             if form != "/" and os.path.isdir(form):
                 found.add(form)
-    return sorted(found)
+
+    def covered(path):  # shown by a tree around it, with nothing hidden in between
+        return any(
+            outer != path
+            and _inside(path, outer)
+            and not any(_inside(h, outer) and _inside(path, h) for h in hide)
+            for outer in found
+        )
+
+    return sorted(p for p in found if not covered(p))
 
 
 def _flags_at(mounts, path):

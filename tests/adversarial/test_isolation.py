@@ -51,7 +51,7 @@ def test_worker_in_namespaces_sees_only_itself_and_writes_only_its_directory():
 
     etc, tmp = (f"/{d}/gradcheck-probe-{uuid.uuid4().hex}" for d in ("etc", "tmp"))
     isolation, seen = _probe(SandboxOptions(timeout=5), (etc, tmp, "probe.txt"))
-    assert {"pid", "net", "mount", "filesystem"} <= set(isolation)
+    assert {"pid", "net", "mount", "ipc", "filesystem"} <= set(isolation)
     assert {"user", "no-capabilities"} & set(isolation)
     assert seen["pids"] == [1]  # the grader and the rest of the machine are invisible
     assert seen[etc] == "OSError"  # read-only
@@ -60,6 +60,49 @@ def test_worker_in_namespaces_sees_only_itself_and_writes_only_its_directory():
     assert not os.path.exists(tmp) and not os.path.exists(etc)
     if "user" in isolation:
         assert seen["uid"] != 0 and seen["fork"] == "refused"
+
+
+LISTING = """
+import os
+def listing(x):
+    out = {}
+    for path in PATHS:
+        try:
+            out[path] = sorted(os.listdir(path))
+        except OSError as error:
+            out[path] = type(error).__name__
+    return out
+"""
+
+
+@pytest.mark.skipif(not use_namespaces(SandboxOptions()), reason="no namespaces here")
+def test_worker_root_holds_only_what_python_needs():
+    import os
+    from pathlib import Path
+
+    import numpy
+
+    repo = str(Path(__file__).resolve().parents[2])
+    paths = ("/", "/dev", "/etc", "/tmp", repo, "/var", "/run", "/home", "/srv")
+    sandbox = Sandbox(SandboxOptions(timeout=5))
+    try:
+        assert sandbox.load([f"PATHS = {paths!r}\n{LISTING}"], ["listing"])["callable"]
+        reply, buffers = sandbox.run("listing", None, [(1,)])
+        seen = channel.decode(reply["results"][0]["value"], buffers)
+    finally:
+        sandbox.close()
+    python = {sys.executable, sys.prefix, sys.base_prefix, numpy.__file__}
+    tops = {p.split("/")[1] for p in python | set(map(os.path.realpath, python))}
+    system = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "tmp"}
+    assert set(seen["/"]) <= system | tops
+    assert set(seen["/dev"]) <= {"null", "zero", "full", "random", "urandom", "shm"} | {
+        "fd", "stdin", "stdout", "stderr"
+    }  # fmt: skip
+    assert set(seen["/etc"]) <= {"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime"}
+    assert [name for name in seen["/tmp"] if not name.startswith("gradcheck-worker-")] == []
+    for gone in (repo, "/var", "/run", "/home", "/srv"):
+        if gone.split("/")[1] not in tops:
+            assert seen[gone] == "FileNotFoundError", (gone, seen[gone])
 
 
 def test_worker_without_namespaces_still_drops_root():
