@@ -15,8 +15,9 @@ import os
 import sys
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
 
-from .reports import printable
+from . import sanitize
 from .sandbox import SandboxOptions
 
 
@@ -149,6 +150,11 @@ def run_batch(
     return results
 
 
+def _csv_row(writer: Any, cells: list[Any]) -> None:
+    """The one place batch CSV cells are written: each is defused for spreadsheets."""
+    writer.writerow([sanitize.csv_cell(cell) for cell in cells])
+
+
 def write_csv(csv_path: str, results: list[tuple[str, dict | None, str]]) -> None:
     op_names: list[str] = []
     for _, report, _ in results:
@@ -158,40 +164,55 @@ def write_csv(csv_path: str, results: list[tuple[str, dict | None, str]]) -> Non
     os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "total", "max_score", "assignment", "error", *op_names])
+        _csv_row(writer, ["file", "total", "max_score", "assignment", "error", *op_names])
         for path, report, text in results:
             if report is None:
-                row = [printable(path), 0, "", "", printable(text), *([""] * len(op_names))]
-                writer.writerow(row)
+                _csv_row(writer, [path, 0, "", "", text, *([""] * len(op_names))])
                 continue
             scores = {op["name"]: op["score"] for op in report["ops"]}
-            writer.writerow(
+            _csv_row(
+                writer,
                 [
-                    printable(path),
+                    path,
                     report["score"],
                     report["max_score"],
                     report["assignment"],
                     "",
                     *[scores.get(name, "") for name in op_names],
-                ]
+                ],
             )
 
 
+def feedback_labels(paths: list[str]) -> list[str]:
+    """How each feedback file names its submission: the path below the directory all
+    the submissions share, so that two notebooks of the same name stay apart."""
+    if not paths:
+        return []
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    try:
+        common = os.path.commonpath(folders)
+    except ValueError:  # different drives
+        return list(paths)
+    return [os.path.relpath(os.path.abspath(p), common) for p in paths]
+
+
 def write_feedback(directory: str, results: list[tuple[str, dict | None, str]]) -> None:
+    """One Markdown file per submission, each under a name no other submission's can
+    share (also where file names ignore case), each saying which submission it is for."""
+    from .reports import markdown_from_dict
+
     os.makedirs(directory, exist_ok=True)
-    used: set[str] = set()
-    for path, report, text in results:
-        stem = os.path.splitext(os.path.basename(path))[0] or "submission"
-        name, n = stem, 2
-        while name in used:
-            name, n = f"{stem}-{n}", n + 1
-        used.add(name)
-        body = (
-            text
-            if report is not None
-            else f"# Feedback: {printable(stem)}\n\nNot graded: {printable(text)}\n"
-        )
-        with open(os.path.join(directory, name + ".md"), "w", encoding="utf-8") as handle:
+    labels = feedback_labels([path for path, _, _ in results])
+    stems = sanitize.unique_stems(os.path.splitext(label)[0] for label in labels)
+    for (_, report, text), label, stem in zip(results, labels, stems):
+        if report is not None:
+            body = markdown_from_dict(report, label)
+        else:
+            body = (
+                f"# Feedback for {sanitize.markdown(label)}\n\n"
+                f"Not graded: {sanitize.markdown(text)}\n"
+            )
+        with open(os.path.join(directory, stem + ".md"), "w", encoding="utf-8") as handle:
             handle.write(body)
 
 
@@ -222,10 +243,10 @@ def main(args: argparse.Namespace, options: SandboxOptions) -> int:
     lines = []
     for path, report, text in results:
         if report is None:
-            lines.append(f"{printable(path)}: not graded ({printable(text)})")
+            lines.append(f"{sanitize.line(path)}: not graded ({sanitize.line(text)})")
         else:
             lines.append(
-                f"{printable(path)}: {report['score']}/{report['max_score']} "
+                f"{sanitize.line(path)}: {report['score']}/{report['max_score']} "
                 f"({report['assignment']})"
             )
     summary = "\n".join(lines) + "\n"
