@@ -17,6 +17,8 @@ import sys
 import zipfile
 from collections.abc import Sequence
 
+from .grade import DEFAULT_SECRET
+
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_DIR = "gradcheck-kit"
 WORKER_USER = "gradcheck"
@@ -40,21 +42,52 @@ chmod 700 "$here"
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Grades /autograder/submission/*.ipynb into /autograder/results/results.json.
+# Gradescope unpacks the zip into /autograder/source and runs a copy of this script
+# from /autograder: everything of the bundle is looked for under $root/source.
 set -uo pipefail
 root="${{GRADCHECK_AUTOGRADER_ROOT:-/autograder}}"
-here="$(cd "$(dirname "$0")" && pwd)"
+source_dir="$root/source"
 python="${{GRADCHECK_PYTHON:-python3}}"
 assignment={assignment}
 results="$root/results/results.json"
 mkdir -p "$root/results"
-export GRADCHECK_SECRET="$(cat "$here/secret.txt")"
 
+# the message may hold a file name the student chose: made inert like every report
+report() {{
+    "$python" -I -c '
+import json, sys
+try:
+    from autograder.sanitize import text
+except Exception:
+    def text(value):
+        return "".join(c if c.isprintable() or c == "\\n" else "?" for c in value)
+json.dump({{"score": 0, "output": text(sys.argv[1]), "output_format": "text",
+    "visibility": "visible", "stdout_visibility": "hidden", "tests": []}},
+    open(sys.argv[2], "w"), indent=2)' "$1" "$results"
+}}
+
+# the submission's fault: the student sees why, and the run itself succeeded
 fail() {{
-    "$python" -c 'import json, sys; json.dump({{"score": 0, "output": sys.argv[1],
-        "visibility": "visible", "stdout_visibility": "hidden", "tests": []}},
-        open(sys.argv[2], "w"), indent=2)' "$1" "$results"
+    report "$1"
     exit 0
 }}
+
+# the bundle's fault: nothing is graded, and Gradescope shows the run as failed
+misconfigured() {{
+    echo "run_autograder: misconfigured: $1" >&2
+    report "The autograder is misconfigured ($1), so nothing was graded. \\
+Please tell your instructor."
+    exit 1
+}}
+
+secret_file="$source_dir/secret.txt"
+[ -r "$secret_file" ] || misconfigured "no readable secret.txt in $source_dir"
+secret="$(cat "$secret_file")" || misconfigured "cannot read $secret_file"
+[ -n "$secret" ] || misconfigured "secret.txt is empty"
+# the public default would make the hidden cases known to everyone
+[ "$secret" != {default} ] || misconfigured "secret.txt holds the public default secret"
+export GRADCHECK_SECRET="$secret"
+unset secret
 
 notebook="$root/submission/$assignment.ipynb"
 if [ ! -f "$notebook" ]; then
@@ -67,7 +100,8 @@ user_args=()
 if [ "$(id -u)" = 0 ] && id -u {user} >/dev/null 2>&1; then
     user_args=(--worker-user {user})
 fi
-if ! errors="$("$python" -m autograder.cli "$notebook" --assignment "$assignment" \\
+# -I: nothing in the working directory (next to the submission) can shadow the grader
+if ! errors="$("$python" -I -m autograder.cli "$notebook" --assignment "$assignment" \\
         --format gradescope --output "$results" "${{user_args[@]}}" 2>&1 >/dev/null)"; then
     fail "The autograder could not grade $(basename "$notebook"): $errors"
 fi
@@ -103,7 +137,9 @@ def build_bundle(output: str, assignment: str, secret: str) -> None:
     quoted = shlex.quote(assignment)
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
         _add_text(archive, "setup.sh", SETUP_SH.format(source=SOURCE_DIR, user=WORKER_USER), True)
-        run = RUN_AUTOGRADER.format(assignment=quoted, user=WORKER_USER)
+        run = RUN_AUTOGRADER.format(
+            assignment=quoted, user=WORKER_USER, default=shlex.quote(DEFAULT_SECRET)
+        )
         _add_text(archive, "run_autograder", run, True)
         _add_text(archive, "secret.txt", secret, False)
         for path, name in _source_files():
@@ -126,6 +162,12 @@ def main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"gradcheck-grade: unknown assignment {args.assignment!r} ({known})\n")
         return 2
     secret = args.seed or os.environ.get("GRADCHECK_SECRET")
+    if secret == DEFAULT_SECRET:
+        sys.stderr.write(
+            "gradcheck-grade: the public default secret would make the hidden cases known; "
+            "choose another --seed\n"
+        )
+        return 2
     if not secret:
         secret = secrets.token_hex(16)
         sys.stderr.write("gradcheck-grade: no --seed given; the bundle uses a random secret\n")

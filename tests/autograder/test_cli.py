@@ -343,20 +343,22 @@ def test_gradescope_bundle_runs_against_a_gradescope_layout(tmp_path, make_noteb
     assert {"setup.sh", "run_autograder"} <= set(names)
     assert "gradcheck-kit/pyproject.toml" in names
     assert "gradcheck-kit/autograder/worker.py" in names
-    for script in ("setup.sh", "run_autograder"):
-        (source / script).chmod(0o755)
+    # Gradescope runs a copy of run_autograder in /autograder, not the one in source/
+    run_autograder = root / "run_autograder"
+    run_autograder.write_bytes((source / "run_autograder").read_bytes())
+    run_autograder.chmod(0o755)
     buggy = "def exp_backward(input, output_grad):\n    return np.exp(input)\n"
     cells = solution_cells("01_elementwise", {"exp_backward": buggy})
     make_notebook(cells, "unused.ipynb").rename(submission / "mine.ipynb")
     env = dict(os.environ, GRADCHECK_AUTOGRADER_ROOT=str(root), GRADCHECK_PYTHON=sys.executable)
     env.pop("GRADCHECK_SECRET", None)
-    subprocess.run([str(source / "run_autograder")], env=env, check=True, timeout=120)
+    subprocess.run([str(run_autograder)], cwd=root, env=env, check=True, timeout=120)
     results = json.loads((root / "results" / "results.json").read_text())
     assert 24 < results["score"] < 26
     exp = [t for t in results["tests"] if t["name"] == "exp_backward"][0]
     assert exp["score"] < exp["max_score"] == 1
 
     (submission / "mine.ipynb").write_text("not json")
-    subprocess.run([str(source / "run_autograder")], env=env, check=True, timeout=120)
+    subprocess.run([str(run_autograder)], cwd=root, env=env, check=True, timeout=120)
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 0 and "could not grade" in results["output"]
