@@ -127,6 +127,7 @@ class Sandbox:
         self.isolation: list[str] = []
         self._ready = False
         self._deadline = 0.0
+        self._worker_pid: int | None = None
         self._own: isolation.OwnAccount | None = None
 
     def __enter__(self) -> Sandbox:
@@ -280,14 +281,35 @@ class Sandbox:
         return seconds if isinstance(seconds, list) and len(seconds) == len(items) else None
 
     def round_trip(self, request: dict, buffers: list[bytes]) -> tuple[dict, list[bytes], float]:
-        """Send one request and wait for its reply: (reply, buffers, seconds on the
-        grader's clock). Student code cannot touch this clock."""
+        """Send one request and wait for its reply: (reply, buffers, seconds). The
+        seconds are the CPU time the worker's processes spent on it as the kernel
+        counts it, read here while the worker waits for us, so neither student code nor
+        the load of the machine moves them; where the kernel does not say, the time on
+        the grader's clock. Student code can touch neither."""
         self._ensure_ready(self._start_deadline())
         frame = channel.frame(request, buffers)
+        pid = self.worker_pid()
+        cpu_before = reaping.cpu_seconds(pid) if pid else None
         started = time.perf_counter()
         self._write(frame, time.monotonic() + self.options.timeout + GRACE)
         reply, out = self._read(time.monotonic() + self.options.timeout + GRACE)
-        return reply, out, time.perf_counter() - started
+        wall = time.perf_counter() - started
+        cpu_after = reaping.cpu_seconds(pid) if cpu_before is not None else None
+        if cpu_before is None or cpu_after is None:
+            return reply, out, wall
+        return reply, out, max(cpu_after - cpu_before, 0.0)
+
+    def worker_pid(self) -> int | None:
+        """The worker's process id as this process sees it: the child of ``unshare``
+        when it runs in namespaces."""
+        if self.process is None:
+            return None
+        if not self.namespaces:
+            return self.process.pid
+        if self._worker_pid is None:
+            below = reaping.descendants(self.process.pid)
+            self._worker_pid = below[0] if below else None
+        return self._worker_pid
 
     def submit(self, fn: str, adapter: str | None, cases: list[tuple]) -> None:
         """Ask the worker to call ``fn`` on each argument tuple; see :meth:`collect`."""
@@ -363,6 +385,7 @@ class Sandbox:
         """Kill the worker and everything it started, and forget it."""
         process, self.process = self.process, None
         self._ready = False
+        self._worker_pid = None
         if self.directory:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None

@@ -4,11 +4,15 @@ Everything the verdict depends on is measured where student code cannot reach it
 
 - the reference forward's time, by the worker *before* any student code is loaded
   (floored by copies of the data, see ``gradcheck_kit.efficiency``);
-- the cost of a round trip of the case's size without student code (an ``echo``), on
-  the grader's clock, also before loading;
-- the backward's time, on the grader's clock around each request of several calls,
-  minus that round trip; every call gets fresh inputs drawn from the secret, so there
-  is nothing to cache, and every call's values are checked.
+- the cost of a round trip of the case's size without student code (an ``echo``),
+  also before loading;
+- the backward's time: what a request of several calls costs, less that round trip.
+
+Both round trips are measured by :meth:`Sandbox.round_trip`: the CPU time the kernel
+counts for the worker's processes, read by the grader while the worker waits for it
+(the grader's own clock where the kernel does not say), so neither student code nor a
+busy machine moves it. Every call gets fresh inputs drawn from the secret, so there is
+nothing to cache, and every call's values are checked.
 
 A forged timing field in a reply is never read.
 """
@@ -106,9 +110,8 @@ def fresh_cases(op: Any, case: Case, secret: str, request: int) -> list[Case]:
 def measure(
     sandbox: Sandbox, op: Any, case: Case, calibration: Calibration, secret: str
 ) -> TimedRun:
-    """Up to ``REQUESTS`` requests of ``CALLS`` calls each, timed on our clock; the best
-    request's time per call, less the round trip's own cost, is the backward's time.
-    Several calls per request make the grader's wake-up latency small beside them."""
+    """Up to ``REQUESTS`` requests of ``CALLS`` calls each; the best request's time per
+    call, less the round trip's own cost, is the backward's time."""
     run = TimedRun([], [])
     transport = calibration.transport.get(op.name, 0.0)
     spent, best = 0.0, math.inf

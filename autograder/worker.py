@@ -23,6 +23,7 @@ import os
 import runpy
 import signal
 import sys
+import time
 
 # Keep the protocol on private descriptors before student code can print or read.
 _PROTO_IN = os.fdopen(os.dup(0), "rb", buffering=0)
@@ -282,7 +283,8 @@ def calibrate(reference, request, buffers):
             continue
         case = efficiency.Case(op.name, "", "efficiency", item["arrays"], item["params"],
                                item["output_grad"])  # fmt: skip
-        seconds.append(efficiency.forward_seconds(op, case, repeats=3))
+        # CPU time, like the grader's measurement of the backward
+        seconds.append(efficiency.forward_seconds(op, case, repeats=5, clock=time.thread_time))
     return {"seconds": seconds}
 
 

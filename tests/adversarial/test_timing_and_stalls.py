@@ -28,12 +28,14 @@ ASSIGNMENT = "01_elementwise"
 
 # a per-element loop: right values, hundreds of times the forward's time
 LOOP = """
-    grad = np.empty(input.shape)
-    flat_in, flat_up, flat = input.reshape(-1), output_grad.reshape(-1), grad.reshape(-1)
-    for i in range(flat_in.size):
-        flat[i] = flat_up[i] if flat_in[i] > 0 else 0.0
+    grad = np.zeros(input.shape)
+    for i in np.ndindex(input.shape):
+        if input[i] > 0:
+            grad[i] = output_grad[i]
 """
 ATTACKS = {
+    # the loop as it is: the case it must fail, and that the attacks below dress up
+    "plain-loop": f"def relu_backward(input, output_grad):\n{LOOP}    return grad\n",
     # the first, untimed call computes; the timed calls on the same inputs hit the cache
     "caches-results": (
         "_CACHE = {}\n"
@@ -57,15 +59,16 @@ ATTACKS = {
 }
 
 
-def _cli(*args: str, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GRADCHECK_SECRET": SECRET}
+def _cli(
+    *args: str, timeout: float = 240, extra_env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GRADCHECK_SECRET": SECRET, **(extra_env or {})}
     return subprocess.run(
         [sys.executable, "-m", "autograder.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
-        **kwargs,
     )
 
 
@@ -87,15 +90,26 @@ def test_a_forged_efficiency_measurement_still_fails(attack: str, tmp_path: Path
     )
 
 
-# writes a whole, well-formed reply on every descriptor that may be the protocol's, then
-# blocks the soft-deadline signal and never reads its requests again
+# writes a whole, well-formed reply on every descriptor that may be the protocol's,
+# nearly fills its own request pipe (so that the grader's next write finds a little room,
+# not enough), then blocks the soft-deadline signal and never reads a request again
 FORGE_AND_STALL = """
-import json, os, signal, struct, time
+import fcntl, json, os, signal, stat, struct, time
 def relu_backward(input, output_grad):
     body = json.dumps({'status': 'ran', 'results': [], 'output': '', 'nbuf': 0}).encode()
     for fd in range(3, 32):
         try:
-            os.write(fd, struct.pack('>Q', len(body)) + body)
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                continue
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+            if mode == os.O_WRONLY:
+                os.write(fd, struct.pack('>Q', len(body)) + body)
+            elif mode == os.O_RDONLY:
+                writer = os.open(f'/proc/self/fd/{fd}', os.O_WRONLY | os.O_NONBLOCK)
+                try:
+                    os.write(writer, b'\\0' * (65536 - 4096))
+                finally:
+                    os.close(writer)
         except OSError:
             pass
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
@@ -105,8 +119,13 @@ def relu_backward(input, output_grad):
 """
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_a_worker_that_stops_reading_cannot_stall_the_batch(jobs: str, tmp_path: Path):
+# the request pipe can be reopened for writing where the worker is not in namespaces
+@pytest.mark.parametrize(
+    ("jobs", "isolation"), [("1", "off"), ("1", "namespaces"), ("2", "namespaces")]
+)
+def test_a_worker_that_stops_reading_cannot_stall_the_batch(
+    jobs: str, isolation: str, tmp_path: Path
+):
     submissions = tmp_path / "submissions"
     submissions.mkdir()
     stalling = fixtures.solution_cells(ASSIGNMENT, replace={"relu_backward": FORGE_AND_STALL})
@@ -114,8 +133,17 @@ def test_a_worker_that_stops_reading_cannot_stall_the_batch(jobs: str, tmp_path:
     for name in ("b_honest", "c_honest"):
         fixtures.build_notebook(submissions / f"{name}.ipynb", fixtures.solution_cells(ASSIGNMENT))
     grades = tmp_path / "grades.csv"
+    env = {"GRADCHECK_ISOLATION": "off"} if isolation == "off" else {}
     result = _cli(
-        str(submissions), "--csv", str(grades), "--jobs", jobs, "--timeout", "2", timeout=300
+        str(submissions),
+        "--csv",
+        str(grades),
+        "--jobs",
+        jobs,
+        "--timeout",
+        "2",
+        timeout=300,
+        extra_env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {Path(row["file"]).stem: row for row in csv.DictReader(grades.open())}
