@@ -6,7 +6,7 @@ Every hint is a machine-readable code and a sentence that says what to fix:
 ``nonfinite``, ``mutated-input``, ``zeros``, ``ties``, ``exception``,
 ``wrong-value``, and ``not-vectorized`` (from :mod:`gradcheck_kit.efficiency`).
 Only failing cases get here, so the O(size) numerical gradient is
-affordable.
+affordable (the verdict passes it along where it computed it already).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .numerical import (
     step_size,
 )
 from .registry import OpSpec
-from .verdict import Malformed, loss_function, tolerance
+from .verdict import CHECK_SEED, Malformed, loss_function, tolerance
 
 HINT_CODES = (
     "unbroadcast",
@@ -61,11 +61,12 @@ def too_large_to_explain(spec: OpSpec, case: Case) -> bool:
 class _Reference:
     """Numerical gradients of one case, computed on demand and kept."""
 
-    def __init__(self, spec: OpSpec, case: Case):
+    def __init__(self, spec: OpSpec, case: Case, grads: dict[str, np.ndarray] | None = None):
         self.spec, self.case = spec, case
         self.arrays = {k: as_float64(v) for k, v in case.arrays.items()}
         self.leaves = leaves_of(spec.grad_names, case.arrays)
-        self._grads: dict[str, np.ndarray] | None = None
+        # the verdict may have computed them already, to compare element by element
+        self._grads: dict[str, np.ndarray] | None = grads
         self._ones: dict[str, np.ndarray] | None = None
 
     @property
@@ -257,11 +258,23 @@ def ties_message(spec: OpSpec) -> str:
 # --- wrong values -------------------------------------------------------------------
 
 
-def diagnose(spec: OpSpec, case: Case, grads: dict, leaves: list[Leaf]) -> tuple[str, str]:
-    """The most specific hint that explains why ``grads`` is wrong."""
+def diagnose(
+    spec: OpSpec,
+    case: Case,
+    grads: dict,
+    leaves: list[Leaf],
+    *,
+    rng: np.random.Generator | None = None,
+    reference: dict[str, np.ndarray] | None = None,
+) -> tuple[str, str]:
+    """The most specific hint that explains why ``grads`` is wrong.
+
+    ``rng`` draws the directions of a hint on an input too large for the full gradient
+    (the verdict's own generator; :data:`~gradcheck_kit.verdict.CHECK_SEED` without one);
+    ``reference`` is the full numerical gradient if the verdict computed it."""
     if too_large_to_explain(spec, case):
-        return _diagnose_by_projection(spec, case, grads, leaves)
-    reference = _Reference(spec, case)
+        return _diagnose_by_projection(spec, case, grads, leaves, rng)
+    reference = _Reference(spec, case, reference)
     rtol = _match_rtol(case)
     wrong = [
         leaf for leaf in leaves if not close(grads[leaf.label], reference.grads[leaf.label], rtol)
@@ -323,10 +336,11 @@ def _explain_leaf(spec, case, reference: _Reference, leaf, got, rtol):
     return None
 
 
-def _diagnose_by_projection(spec, case, grads, leaves) -> tuple[str, str]:
+def _diagnose_by_projection(spec, case, grads, leaves, rng=None) -> tuple[str, str]:
     """Sign, scale and ignored upstream, told apart along random directions, one leaf at a
     time: a few forward evaluations, for inputs too large for the full gradient."""
-    rng = np.random.default_rng(0)
+    if rng is None:
+        rng = np.random.default_rng(CHECK_SEED)
     arrays = {k: as_float64(v) for k, v in case.arrays.items()}
     upstream = np.asarray(case.output_grad, dtype=np.float64)
     with_upstream = loss_function(spec, case.params, upstream)

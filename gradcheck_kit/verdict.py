@@ -3,8 +3,12 @@
 A result passes when it has the expected structure, each gradient has exactly its
 input's shape, every value is finite, the arguments were not modified, and the
 values agree with the reference forward: by random projections (a handful of
-forward evaluations), or, at a kink, by being a valid subgradient. Failures are
+forward evaluations) and, where the full central-difference gradient is cheap,
+element by element; or, at a kink, by being a valid subgradient. Failures are
 explained by :mod:`gradcheck_kit.hints`.
+
+Every random choice of a verdict comes from the ``rng`` it is given; the grader
+draws it from the instructor's secret (``cases.verdict_rng``).
 """
 
 from __future__ import annotations
@@ -15,13 +19,30 @@ from typing import Any
 import numpy as np
 
 from .cases import Case
-from .numerical import Leaf, as_float64, directional_derivative, leaves_of, step_size
+from .numerical import (
+    Leaf,
+    as_float64,
+    directional_derivative,
+    full_gradient,
+    full_gradient_evals,
+    leaves_of,
+    step_size,
+)
 from .registry import OpSpec
 
 #: Relative tolerances by the precision of the inputs (float32 inputs may give float32 results).
 RTOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 2e-3}
 DIRECTIONS = 3
 EPS64 = float(np.finfo(np.float64).eps)
+#: the directions ``check()`` uses when it is given no generator: it runs in the student's
+#: own kernel, where knowing them grants nothing (see SECURITY.md)
+CHECK_SEED = 0
+#: a case whose full central-difference gradient costs at most this many forward
+#: evaluations (two per gradient element) is compared element by element as well:
+#: projections see only a few linear combinations of the gradient, which anyone who knows
+#: the directions can match with a wrong gradient. Above it (the efficiency cases, the
+#: widest broadcasting layouts) projections judge alone. Costs: benchmarks/check_cost.py
+ELEMENTWISE_MAX_EVALS = 1024
 
 
 @dataclass
@@ -102,9 +123,11 @@ def judge(
     """Judge ``result``, what the student's function returned for ``case``.
 
     ``error`` is the text of an exception the function raised (``result`` is then
-    ignored); ``mutated`` says whether it modified an argument in place. For an
-    efficiency case, ``timing`` is (backward seconds, forward seconds), measured in the
-    same process; without it only the values are judged.
+    ignored); ``mutated`` says whether it modified an argument in place. ``rng`` draws
+    every random choice of the verdict (projection directions, and those of a hint); the
+    grader passes one drawn from its secret, and without one the directions are those of
+    :data:`CHECK_SEED`. For an efficiency case, ``timing`` is (backward seconds, forward
+    seconds), measured in the same process; without it only the values are judged.
     """
 
     def verdict(passed: bool, hint: str | None = None, message: str = "", err=None):
@@ -140,7 +163,13 @@ def judge(
             return verdict(True, message="valid subgradient at the kink")
         return verdict(False, "ties", hints.ties_message(spec))
 
+    if rng is None:
+        rng = np.random.default_rng(CHECK_SEED)
     rel_error = projection_error(spec, case, grads, leaves, rng)
+    reference = None
+    if compares_elementwise(spec, case):
+        reference = reference_gradient(spec, case, leaves)
+        rel_error = max(rel_error, elementwise_error(spec, case, grads, leaves, reference))
     if rel_error <= 1.0:
         if case.time_bound is not None and timing is not None:
             from .efficiency import time_verdict
@@ -150,7 +179,9 @@ def judge(
                 return verdict(False, "not-vectorized", message, rel_error * tolerance(case))
             return verdict(True, message=message, err=rel_error * tolerance(case))
         return verdict(True, err=rel_error * tolerance(case))
-    hint, message = hints.diagnose(spec, case, grads, leaves)
+    # huge values overflow the comparisons that name a mistake; the case fails either way
+    with np.errstate(over="ignore", invalid="ignore"):
+        hint, message = hints.diagnose(spec, case, grads, leaves, rng=rng, reference=reference)
     return verdict(False, hint, message, rel_error * tolerance(case))
 
 
@@ -163,35 +194,92 @@ def projection_error(
     directions: int = DIRECTIONS,
 ) -> float:
     """Worst ratio of |numerical - analytic| to the allowed tolerance over a few random
-    directions; at most 1 means the gradients agree. Costs ``2 * directions + 1`` forward
-    evaluations, whatever the input size."""
+    directions drawn from ``rng`` (:data:`CHECK_SEED` without one); at most 1 means the
+    gradients agree. Costs ``2 * directions + 1`` forward evaluations, whatever the input
+    size."""
     if not leaves:
         return 0.0
-    rng = rng or np.random.default_rng(0)
+    if rng is None:
+        rng = np.random.default_rng(CHECK_SEED)
     loss = loss_function(spec, case.params, case.output_grad)
     arrays = {k: as_float64(v) for k, v in case.arrays.items()}
     values = [np.asarray(leaf.get(arrays)) for leaf in leaves]
-    upstream = np.asarray(case.output_grad, dtype=np.float64)
-    base_out = spec.evaluate(arrays, case.params)
-    loss_scale = float(np.sum(np.abs(upstream * base_out)))
-    step = step_size(values)
+    step, noise, floor = _allowance(spec, case, arrays, values)
     rtol = tolerance(case)
     worst = 0.0
     for _ in range(directions):
         ds = [rng.standard_normal(v.shape) for v in values]
         numeric = directional_derivative(loss, arrays, leaves, ds, step)
-        terms = [grads[leaf.label] * d for leaf, d in zip(leaves, ds)]
-        analytic = float(sum(np.sum(t) for t in terms))
-        spread = float(np.sqrt(sum(np.sum(t * t) for t in terms)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            terms = [grads[leaf.label] * d for leaf, d in zip(leaves, ds)]
+            analytic = float(sum(np.sum(t) for t in terms))
+            spread = float(np.sqrt(sum(np.sum(t * t) for t in terms)))
+        if not (np.isfinite(analytic) and np.isfinite(spread)):
+            # values so large that their sums overflow would make the tolerance infinite
+            # (and the ratio 0 or nan); no right gradient comes near them
+            return float("inf")
         d_norm = float(np.sqrt(sum(np.sum(d * d) for d in ds)))
-        # rounding noise of two loss evaluations, divided by the step
-        noise = 16 * EPS64 * loss_scale / step
-        floor = (
-            1e-2 * rtol * float(np.linalg.norm(upstream)) * d_norm / np.sqrt(max(upstream.size, 1))
-        )
-        allowed = rtol * (abs(numeric) + spread) + noise + floor + 1e-300
+        allowed = rtol * (abs(numeric) + spread) + noise + floor * d_norm + 1e-300
         worst = max(worst, abs(numeric - analytic) / allowed)
     return worst
+
+
+def compares_elementwise(spec: OpSpec, case: Case) -> bool:
+    """Whether ``case`` is small enough to be compared element by element as well."""
+    leaves = leaves_of(spec.grad_names, case.arrays)
+    return 0 < full_gradient_evals(case.arrays, leaves) <= ELEMENTWISE_MAX_EVALS
+
+
+def reference_gradient(spec: OpSpec, case: Case, leaves: list[Leaf]) -> dict[str, np.ndarray]:
+    """The float64 central-difference gradient of the case's loss, by leaf label."""
+    loss = loss_function(spec, case.params, case.output_grad)
+    return full_gradient(loss, case.arrays, leaves)
+
+
+def elementwise_error(
+    spec: OpSpec,
+    case: Case,
+    grads: dict[str, np.ndarray],
+    leaves: list[Leaf],
+    reference: dict[str, np.ndarray],
+) -> float:
+    """Worst ratio of |numerical - analytic| to the allowed tolerance over every element
+    of every gradient; at most 1 means they agree. The tolerance is the projections' own,
+    for a direction along one element. Knowing the projections' directions does not help
+    here: only the right gradient matches every element."""
+    if not leaves:
+        return 0.0
+    arrays = {k: as_float64(v) for k, v in case.arrays.items()}
+    values = [np.asarray(leaf.get(arrays)) for leaf in leaves]
+    _, noise, floor = _allowance(spec, case, arrays, values)
+    rtol = tolerance(case)
+    worst = 0.0
+    for leaf in leaves:
+        got, want = grads[leaf.label], reference[leaf.label]
+        if not want.size:
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            allowed = rtol * (np.abs(want) + np.abs(got)) + noise + floor + 1e-300
+            ratio = np.abs(got - want) / allowed
+        if not (np.all(np.isfinite(allowed)) and np.all(np.isfinite(ratio))):
+            return float("inf")  # overflowing values, as in projection_error
+        worst = max(worst, float(np.max(ratio)))
+    return worst
+
+
+def _allowance(
+    spec: OpSpec, case: Case, arrays: dict[str, Any], values: list[np.ndarray]
+) -> tuple[float, float, float]:
+    """(step, noise, floor) of a central difference on this case: ``noise`` is the
+    rounding error of two loss evaluations divided by the step, ``floor`` what a
+    direction of unit length may be off by even where the derivative is 0."""
+    upstream = np.asarray(case.output_grad, dtype=np.float64)
+    base_out = spec.evaluate(arrays, case.params)
+    loss_scale = float(np.sum(np.abs(upstream * base_out)))
+    step = step_size(values)
+    noise = 16 * EPS64 * loss_scale / step
+    floor = 1e-2 * tolerance(case) * float(np.linalg.norm(upstream))
+    return step, noise, floor / np.sqrt(max(upstream.size, 1))
 
 
 def expected_count(spec: OpSpec, case: Case) -> int:
