@@ -140,16 +140,23 @@ def _grade(
     large = timing.efficiency_cases(ops, settings)
     calibration = timing.calibrate(sandbox, ops, large)  # before any student code runs
     defined = load_student_code(sandbox, cells, ops, grade)
-    replies = run_cases(sandbox, [op for op in ops if op.name in defined], secret, hidden)
+    graded = [op for op in ops if op.name in defined]
+    # every public case, then the efficiency cases, and the hidden cases last: what a
+    # function learns of hidden inputs cannot reach a public case's (visible) message
+    public = run_cases(sandbox, [(op, op.cases()) for op in graded])
     timed = {
         op.name: timing.measure(sandbox, op, large[op.name], calibration, secret)
-        for op in ops
-        if op.name in large and op.name in defined
+        for op in graded
+        if op.name in large
     }
+    hidden_runs = (
+        run_cases(sandbox, [(op, op.cases(hidden=True, secret=secret)) for op in graded])
+        if hidden
+        else {}
+    )
     for op in ops:
-        grade.ops.append(
-            judge_op(op, replies.get(op.name), timed.get(op.name), calibration, secret)
-        )
+        runs = [r for r in (public.get(op.name), hidden_runs.get(op.name)) if r is not None]
+        grade.ops.append(judge_op(op, runs, timed.get(op.name), calibration, secret))
     return grade
 
 
@@ -201,14 +208,13 @@ class _Run:
     reply: Any = None
 
 
-def run_cases(sandbox: Sandbox, ops: list[Any], secret: str, hidden: bool) -> dict[str, _Run]:
-    """Each op's public (and hidden) cases, one request per op. The worker runs the next
-    request while the last one is judged here; one request in flight at a time, so a
-    worker killed over one op never takes another op's with it."""
+def run_cases(sandbox: Sandbox, requests: list[tuple[Any, list]]) -> dict[str, _Run]:
+    """Each (op, cases) as one request. The worker runs the next request while the last
+    one is judged here; one request in flight at a time, so a worker killed over one op
+    never takes another op's with it."""
     runs = {}
     pending: _Run | None = None
-    for op in ops:
-        cases = op.cases() + (op.cases(hidden=True, secret=secret) if hidden else [])
+    for op, cases in requests:
         run = runs[op.name] = _Run(cases)
         args = [op.call_args(c.arrays, c.output_grad, c.params) for c in cases]
         if pending is not None:
@@ -232,25 +238,29 @@ def _collect(sandbox: Sandbox) -> Any:
 
 def judge_op(
     op: Any,
-    run: _Run | None,
+    runs: list[_Run],
     timed: timing.TimedRun | None,
     calibration: timing.Calibration,
     secret: str,
 ) -> OpGrade:
-    """The op's grade. Any reply, however malformed, costs at most this op."""
-    if run is None:
+    """The op's grade from its runs (public, then hidden) and its efficiency case. Any
+    reply, however malformed, costs at most this op."""
+    if not runs:
         return OpGrade.failed(op, "missing", "not defined in the notebook")
+    verdicts, outputs = [], []
     try:
-        judged = _judge_reply(op, run.cases, run.reply, secret)
-        if isinstance(judged, OpGrade):
-            return judged
-        verdicts, output = judged
+        for run in runs:
+            judged = _judge_reply(op, run.cases, run.reply, secret)
+            if isinstance(judged, OpGrade):
+                return judged
+            verdicts += judged[0]
+            outputs += [judged[1]] if judged[1] else []
         if timed is not None:
             verdicts.append(_judge_timed(op, timed, calibration, secret))
     except Exception as error:  # noqa: BLE001  (a forged reply must not stop the grader)
         message = f"the worker's reply could not be judged ({type(error).__name__})"
         return OpGrade.failed(op, "error", message)
-    return score_op(op, verdicts, output)
+    return score_op(op, verdicts, "\n".join(outputs))
 
 
 def _judge_reply(op: Any, cases: list, received: Any, secret: str, seconds=None):

@@ -123,7 +123,7 @@ def _with_alarm(seconds, fn, *args):  # used for load-time statements
 
 
 class Worker:
-    def __init__(self, reference=None):
+    def __init__(self):
         # student code gets a __main__ module of its own: ``import __main__`` must not
         # reach this script's globals (the wire format, the checks around each call)
         module = type(sys)("__main__")
@@ -131,7 +131,6 @@ class Worker:
         sys.modules["__main__"] = module
         self.namespace = module.__dict__
         self.timeout = 10.0
-        self.reference = reference
 
     def load(self, request):
         """Execute each top-level chunk on its own, so one failure loses only itself;
@@ -335,7 +334,7 @@ def main():
     for name in list(sys.modules):
         if name.partition(".")[0] in BLOCKED:
             del sys.modules[name]
-    worker = Worker(reference)
+    worker = Worker()
     write_message(_PROTO_OUT, {"ready": True, "pid": os.getpid(), "isolation": isolation})
     _serve(worker, reference)
 
