@@ -111,7 +111,10 @@ def _main(argv: list[str]) -> int:
             pwd.getpwnam(options.user)
         except KeyError:
             return _fail(f"worker user {options.user!r} does not exist")
-    batch = args.csv is not None or len(args.paths) > 1 or os.path.isdir(args.paths[0])
+    only = args.paths[0]
+    # a symlinked directory named alone is refused like any other symlink (exit 2)
+    is_dir = os.path.isdir(only) and not os.path.islink(only.rstrip(os.sep) or only)
+    batch = args.csv is not None or len(args.paths) > 1 or is_dir
     if batch:
         from . import batch as batch_mod
 

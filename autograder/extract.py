@@ -90,12 +90,15 @@ def used_names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
+_LITERAL = (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.USub, ast.UAdd)
+_LITERAL += (ast.Load, ast.BinOp, ast.Add, ast.Sub)
+
+
 def _is_constant(value: ast.expr) -> bool:
-    try:
-        ast.literal_eval(value)
-        return True
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
+    """Whether ``value`` is a literal (numbers, strings, containers of them): decided by
+    the shape of its tree alone, in one pass. ``ast.literal_eval`` would build the value,
+    and a set literal of colliding hashes takes quadratic time to build."""
+    return all(isinstance(node, _LITERAL) for node in ast.walk(value))
 
 
 #: imported only for display; kept only if a kept statement uses them (they are slow)

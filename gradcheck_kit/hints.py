@@ -12,6 +12,7 @@ affordable (the verdict passes it along where it computed it already).
 from __future__ import annotations
 
 import itertools
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -50,12 +51,22 @@ HINT_CODES = (
 #: above this many input elements a failure is not explained element by element (the
 #: full numerical gradient costs O(size^2)); only the efficiency cases are this large
 LARGEST_EXPLAINED = 20_000
+#: nor when the full numerical gradient (two forwards per element) would take longer
+#: than this: a wrong backward must not cost the grader seconds of explaining
+EXPLAIN_SECONDS = 1.0
 
 
 def too_large_to_explain(spec: OpSpec, case: Case) -> bool:
     leaves = leaves_of(spec.grad_names, case.arrays)
-    size = sum(np.size(leaf.get(case.arrays)) for leaf in leaves) + np.size(case.output_grad)
-    return size > LARGEST_EXPLAINED
+    elements = sum(np.size(leaf.get(case.arrays)) for leaf in leaves)
+    if elements + np.size(case.output_grad) > LARGEST_EXPLAINED:
+        return True
+    if elements <= 512:  # cheap whatever the forward: the verdict compares these anyway
+        return False
+    arrays = {k: as_float64(v) for k, v in case.arrays.items()}
+    start = time.perf_counter()
+    spec.evaluate(arrays, case.params)
+    return 2 * elements * (time.perf_counter() - start) > EXPLAIN_SECONDS
 
 
 class _Reference:
