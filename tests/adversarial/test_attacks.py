@@ -10,7 +10,6 @@ never appears in the report or in anything the attack could write.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,13 +20,7 @@ from pathlib import Path
 import pytest
 
 from autograder.sandbox import SandboxOptions, use_namespaces
-
-# the notebook builders of tests/autograder/conftest.py (a test directory, not a package)
-_spec = importlib.util.spec_from_file_location(
-    "_autograder_fixtures", Path(__file__).resolve().parents[1] / "autograder" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
+from tests import notebooks as fixtures
 
 ASSIGNMENT = "01_elementwise"
 ATTACKED = "relu_backward"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import inspect
 import json
 from pathlib import Path
@@ -32,14 +31,8 @@ from gradcheck_kit.efficiency import efficiency_case
 from gradcheck_kit.numerical import leaves_of
 from gradcheck_kit.ops import conv
 from gradcheck_kit.registry import OpSpec
+from tests import notebooks as fixtures
 from tests.core import solutions
-
-# the notebook builders of tests/autograder/conftest.py (a test directory, not a package)
-_spec = importlib.util.spec_from_file_location(
-    "_autograder_fixtures", Path(__file__).resolve().parents[1] / "autograder" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
 
 SECRET = "forgers-never-see-this-9b2e"
 #: secrets a forger would try: the one the grader uses without --seed

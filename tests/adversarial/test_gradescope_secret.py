@@ -8,7 +8,6 @@ they run out of everything students see before grades are published.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,12 +19,7 @@ from pathlib import Path
 import pytest
 
 from autograder.grade import DEFAULT_SECRET
-
-_spec = importlib.util.spec_from_file_location(
-    "_autograder_fixtures", Path(__file__).resolve().parents[1] / "autograder" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
+from tests import notebooks as fixtures
 
 ASSIGNMENT = "01_elementwise"
 SECRET = "bundle-secret-4b1d"

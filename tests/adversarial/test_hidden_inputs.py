@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import gradcheck_kit
-from tests.adversarial.test_attacks import fixtures
+from tests import notebooks as fixtures
 
 SECRET = "hidden-inputs-secret-4e2"
 ASSIGNMENT = "01_elementwise"

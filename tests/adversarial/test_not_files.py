@@ -11,7 +11,6 @@ or named on the command line.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import resource
 import signal
@@ -24,12 +23,7 @@ from pathlib import Path
 import pytest
 
 from autograder.notebook import MAX_BYTES
-
-_spec = importlib.util.spec_from_file_location(
-    "_autograder_fixtures", Path(__file__).resolve().parents[1] / "autograder" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
+from tests import notebooks as fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 SOLUTION = REPO / "assignments" / "solutions" / "01_elementwise.ipynb"

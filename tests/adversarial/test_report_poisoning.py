@@ -7,7 +7,6 @@ show the hostile text only as inert text.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -25,11 +24,7 @@ import pytest
 import xmlschema
 from mistune.renderers.html import HTMLRenderer
 
-_spec = importlib.util.spec_from_file_location(
-    "_autograder_fixtures", Path(__file__).resolve().parents[1] / "autograder" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
+from tests import notebooks as fixtures
 
 ASSIGNMENT = "01_elementwise"
 FAST = ["--timeout", "2", "--public-only", "--efficiency-weight", "0"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import ctypes
-import importlib.util
 import os
 import shutil
 import socket
@@ -27,12 +26,7 @@ from pathlib import Path
 import pytest
 
 from autograder.sandbox import SandboxOptions, use_namespaces
-
-_spec = importlib.util.spec_from_file_location(
-    "_autograder_fixtures", Path(__file__).resolve().parents[1] / "autograder" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
+from tests import notebooks as fixtures
 
 ASSIGNMENT = "01_elementwise"
 ATTACKED = "relu_backward"

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial.test_attacks import MARK, REPO, _marked_processes, fixtures
+from tests import notebooks as fixtures
+from tests.adversarial.test_attacks import MARK, REPO, _marked_processes
 
 SECRET = "timing-and-stalls-secret-91c"
 ASSIGNMENT = "01_elementwise"

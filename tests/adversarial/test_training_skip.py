@@ -11,7 +11,6 @@ under every secret.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 from pathlib import Path
 
@@ -21,14 +20,10 @@ import pytest
 
 import gradcheck_kit
 from gradcheck_kit import engine
+from tests import notebooks as fixtures
 from tests.assignments.conftest import load_definitions
 
 # the notebook builders and the CLI runner of tests/autograder/conftest.py
-_spec = importlib.util.spec_from_file_location(
-    "_autograder_fixtures", Path(__file__).resolve().parents[1] / "autograder" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
 
 SOLUTION = Path(__file__).resolve().parents[2] / "assignments" / "solutions" / "05_engine.ipynb"
 SECRET = "spring-term-5b91"
