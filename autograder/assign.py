@@ -13,8 +13,10 @@ derives the notebook students receive from it:
 * everything else (other cells, their ids and metadata, notebook metadata) is kept.
 
 The output is deterministic, and generating from a generated notebook changes nothing.
-Bad input (unreadable file, unbalanced markers, output path equal to input path) is
-reported as one line on stderr with exit code 2; the input is never written.
+A notebook with nothing to take out (no marker, no hidden cell, no stub) is refused: its
+copy would hold the answers. Bad input (unreadable file, unbalanced markers, output
+path equal to input path) is reported as one line on stderr with exit code 2; the
+input is never written.
 """
 
 from __future__ import annotations
@@ -94,6 +96,22 @@ def student_notebook(nb: Any) -> Any:
     return nb
 
 
+def _has_regions(nb: Any) -> bool:
+    """Whether the notebook marks anything to take out: a solution region, a hidden
+    cell, or a stub a former generation left (a student notebook regenerates as it is)."""
+    for cell in nb.cells:
+        if _is_hidden(cell):
+            return True
+        lines = cell.get("source", "").split("\n")
+        if cell.cell_type == "code":
+            if any(_CODE_BEGIN.match(x) or x.strip() == STUB for x in lines):
+                return True
+        elif cell.cell_type == "markdown":
+            if any(_MD_BEGIN.match(x) or x.strip() == MARKDOWN_STUB for x in lines):
+                return True
+    return False
+
+
 def _read(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -120,7 +138,14 @@ def assign(solution: str, output: str) -> None:
         raise AssignError(f"{output}: output is the input notebook; refusing to overwrite it")
     if os.path.abspath(solution) == os.path.abspath(output):
         raise AssignError(f"{output}: output is the input notebook; refusing to overwrite it")
-    text = render(student_notebook(_read(solution)))
+    nb = _read(solution)
+    if not _has_regions(nb):
+        # copying it would hand students the answers
+        raise AssignError(
+            f"{solution}: no solution markers: put each answer between '### BEGIN SOLUTION' "
+            "and '### END SOLUTION' lines (or tag cells 'hidden'); nothing was written"
+        )
+    text = render(student_notebook(nb))
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise AssignError(f"{output}: folder {folder} does not exist")

@@ -18,6 +18,24 @@ from collections.abc import Sequence
 
 SUBCOMMANDS = ("assign", "gradescope-bundle", "grade")
 
+#: what ``--help`` says each subcommand does
+SUBCOMMAND_HELP = (
+    ("grade", "grade notebooks (the default: `gradcheck-grade submission.ipynb` is the same)"),
+    ("gradescope-bundle", "build the zip to upload to Gradescope (--assignment, --seed, -o)"),
+    ("assign", "make the student notebook from a solution notebook (SOLUTION -o STUDENT)"),
+)
+
+#: the worker's own address space before any student code: Python, NumPy and the
+#: grader's protocol. Measured with NumPy 2.4 on x86-64 Linux: a worker limited to
+#: 100 MB dies while importing NumPy, one limited to 120 MB grades; the floor leaves
+#: room for other NumPy builds and for the efficiency cases' inputs
+MIN_MEMORY_MB = 256
+MAX_MEMORY_MB = 1024 * 1024
+#: below this a soft deadline fires before an ordinary op has run its cases
+MIN_TIMEOUT = 0.5
+#: the worker's CPU limit (SandboxOptions.cpu_seconds): a longer deadline never fires
+MAX_TIMEOUT = 600.0
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every bad input
@@ -26,10 +44,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def grade_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:<19} {text}" for name, text in SUBCOMMAND_HELP)
     parser = _Parser(
         prog="gradcheck-grade",
-        description="Grade gradcheck-kit notebooks (also: gradcheck-grade gradescope-bundle, "
-        "gradcheck-grade assign).",
+        usage="gradcheck-grade [grade] PATHS... [options]\n"
+        "       gradcheck-grade gradescope-bundle --assignment NAME [-o ZIP]\n"
+        "       gradcheck-grade assign SOLUTION -o STUDENT",
+        description="Grade gradcheck-kit notebooks.\n\nsubcommands:\n" + commands,
+        epilog="Exit codes: 0 grading completed (whatever the score), 1 below --fail-under, "
+        "2 bad input (one line on stderr), 3 an internal error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", help="notebooks, or directories of notebooks")
     parser.add_argument("--assignment", help="grade as this assignment (default: detect)")
@@ -92,6 +116,9 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] == "grade":
         argv = argv[1:]
     args = grade_parser().parse_args(argv)
+    problem = out_of_range(args)
+    if problem:
+        return _fail(problem)
 
     from .sandbox import SandboxOptions, scrub_argv
 
@@ -167,8 +194,71 @@ def grade_one(args: argparse.Namespace, options) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     if args.fail_under is not None and grade.score < args.fail_under:
+        below_threshold(grade.score, grade.max_score, args.fail_under, path)
         return 1
     return 0
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def out_of_range(args: argparse.Namespace) -> str | None:
+    """One line saying which limit is outside the range it works in, or None."""
+    import math
+
+    def finite(value: float | None) -> bool:
+        return value is None or math.isfinite(value)
+
+    if not finite(args.timeout) or not MIN_TIMEOUT <= args.timeout <= MAX_TIMEOUT:
+        return (
+            f"--timeout {args.timeout:g} is out of range: give seconds per function from "
+            f"{MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} (the worker's CPU limit); default 10"
+        )
+    if not MIN_MEMORY_MB <= args.memory_mb <= MAX_MEMORY_MB:
+        return (
+            f"--memory-mb {args.memory_mb} is out of range: the worker needs about 120 MB for "
+            f"Python and NumPy before any student code runs, so give at least "
+            f"{MIN_MEMORY_MB} (default 3072)"
+        )
+    most = 8 * _cpu_count()
+    if not 1 <= args.jobs <= most:
+        return (
+            f"--jobs {args.jobs} is out of range: give 1 to {most} (8 per CPU of this "
+            "machine); each job runs a worker of its own"
+        )
+    bound = args.efficiency_bound
+    if bound is not None and (not finite(bound) or not 1 <= bound <= 1e6):
+        return (
+            f"--efficiency-bound {bound:g} is out of range: give from 1 to 1e6 times the "
+            "forward's time (correct backwards take up to about 22x)"
+        )
+    weight = args.efficiency_weight
+    if weight is not None and (not finite(weight) or not 0 <= weight <= 100):
+        return (
+            f"--efficiency-weight {weight:g} is out of range: give from 0 (no efficiency "
+            "cases) to 100 ordinary cases' weight"
+        )
+    if not finite(args.fail_under):
+        return f"--fail-under {args.fail_under:g} is not a finite score"
+    return None
+
+
+def below_threshold(score: float, max_score: float, threshold: float, what: str) -> None:
+    """Say on stderr why the exit code is 1: the score and the threshold it missed."""
+    sys.stderr.write(
+        f"gradcheck-grade: {sanitize_line(what)} scored {score:g}/{max_score:g}, below "
+        f"--fail-under {threshold:g}\n"
+    )
+
+
+def sanitize_line(text: str) -> str:
+    from .sanitize import line
+
+    return line(text)
 
 
 def efficiency_overrides(args: argparse.Namespace) -> dict:

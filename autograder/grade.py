@@ -132,7 +132,7 @@ def _grade(
     efficiency: dict,
 ) -> Grade:
     cells = code_cells(read_notebook(path))
-    assignment = choose_assignment(path, cells, assignment)
+    assignment = choose_assignment(path, cells, assignment, sandbox)
     secret, source = resolve_secret(seed)
     grade = Grade(path, assignment, secret_source=source)
     ops = gradcheck_kit.all_ops(assignment)
@@ -160,8 +160,14 @@ def _grade(
     return grade
 
 
-def choose_assignment(path: str, cells: list[str], assignment: str | None) -> str:
-    """The assignment asked for, or the one whose functions the cells define."""
+def choose_assignment(
+    path: str, cells: list[str], assignment: str | None, sandbox: Sandbox | None = None
+) -> str:
+    """The assignment asked for, or the one whose functions the cells define.
+
+    When no curriculum name is found, ``sandbox`` (the submission's worker, if given)
+    is asked which cells do not parse, so that the message names a syntax error rather
+    than blaming the assignment; the grader itself never parses student code."""
     if assignment is not None:
         if assignment not in gradcheck_kit.assignments():
             known = ", ".join(gradcheck_kit.assignments())
@@ -170,10 +176,38 @@ def choose_assignment(path: str, cells: list[str], assignment: str | None) -> st
     every_op = gradcheck_kit.all_ops()
     found = detect_assignment(names_bound(cells, {op.name for op in every_op}), every_op)
     if found is None:
+        syntax = _syntax_error(sandbox, cells) if sandbox is not None and cells else None
+        if syntax:
+            raise BadSubmission(
+                f"{path}: defines none of the curriculum's functions, and {syntax}: fix it, "
+                "or pass --assignment NAME to grade it anyway"
+            )
+        what = "has no code cells" if not cells else "defines none of the curriculum's functions"
         raise BadSubmission(
-            f"{path}: defines none of the curriculum's functions; pass --assignment"
+            f"{path}: {what} (e.g. def sin_backward(input, output_grad): ...); "
+            "pass --assignment NAME to grade it anyway"
         )
     return found
+
+
+def _syntax_error(sandbox: Sandbox, cells: list[str]) -> str | None:
+    """'code cell N has a syntax error (...)' for the first cell the worker could not
+    parse, or None."""
+    loaded = sandbox.load(cells, [])
+    errors = [
+        e
+        for e in _list(loaded.get("syntax_errors"))
+        if isinstance(e, dict) and type(e.get("cell")) is int
+    ]
+    if not errors:
+        return None
+    first = errors[0]
+    more = f" ({len(errors) - 1} more cells too)" if len(errors) > 1 else ""
+    from .sanitize import line
+
+    # the message quotes the student's code: shown inert, on one line
+    detail = line((_text(first.get("error")).splitlines() or [""])[0])[:200]
+    return f"code cell {first['cell']} has a syntax error ({detail}){more}"
 
 
 def load_student_code(sandbox: Sandbox, cells: list[str], ops: list[Any], grade: Grade) -> set[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -137,11 +138,12 @@ def _gradescope_test(name: str, number: str, score: Any, max_score: Any, **field
     }
 
 
-def to_gradescope(grade: Grade) -> str:
+def to_gradescope(grade: Grade, preface: Sequence[str] = ()) -> str:
     """Gradescope's results.json: one test per op with the public cases' details, and a
     test per op, visible once grades are published, for the hidden cases and for what
     the function printed (the worker runs public and hidden cases in one go, so its
-    output may show hidden inputs)."""
+    output may show hidden inputs). ``preface``: lines to start the top-level output
+    with (which file was graded and why)."""
     view = to_dict(grade)
     tests = []
     for number, op in enumerate(view["ops"], start=1):
@@ -198,7 +200,9 @@ def to_gradescope(grade: Grade) -> str:
         notes.append("hidden cases used the public default secret")
     results = {
         "score": view["score"],
-        "output": "\n".join([f"assignment {view['assignment']}", *notes]),
+        "output": "\n".join(
+            [*(sanitize.text(line) for line in preface), f"assignment {view['assignment']}", *notes]
+        ),
         "output_format": "text",
         "test_output_format": "text",
         "test_name_format": "text",

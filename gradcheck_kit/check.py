@@ -61,6 +61,15 @@ class CheckResult:
             lines.append(f"  {mark}  {c.name:<{width}}  {error:>8}{hint}")
         return "\n".join(lines)
 
+    def _ipython_display_(self) -> None:
+        # the value of a cell ending in check(...) would repeat the table check() has
+        # just shown; shown again when asked for in another cell (``result``)
+        shell = _shell()
+        shown = getattr(self, "_shown_at", None)
+        if shell is not None and shown is not None and shown == shell.execution_count:
+            return
+        _display(self, shell)
+
     def _repr_html_(self) -> str:
         title = html.escape(self.summary())
         if self.status != "checked":
@@ -169,14 +178,25 @@ def check(
     return result
 
 
-def _show(result: CheckResult) -> None:
+def _shell() -> Any:
     try:
         from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def _display(result: CheckResult, shell: Any) -> None:
+    if shell is not None and type(shell).__name__ != "TerminalInteractiveShell":
         from IPython.display import HTML, display
 
-        if get_ipython() is not None and type(get_ipython()).__name__ != "TerminalInteractiveShell":
-            display(HTML(result._repr_html_()))
-            return
-    except ImportError:
-        pass
-    print(result.to_text())
+        display(HTML(result._repr_html_()))
+    else:
+        print(result.to_text())
+
+
+def _show(result: CheckResult) -> None:
+    shell = _shell()
+    _display(result, shell)
+    if shell is not None:
+        result._shown_at = getattr(shell, "execution_count", None)
