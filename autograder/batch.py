@@ -301,6 +301,7 @@ def grade_selected(
     """
     from . import results as store
     from .cli import efficiency_overrides
+    from .distributed import ClusterError
 
     shard = getattr(args, "shard", None)
     address = getattr(args, "dask", None)
@@ -369,24 +370,16 @@ def grade_selected(
         try:
             return store.grade_with_store(work, kept, cluster or local)
         except store.StoreError as error:
-            done = sum(1 for path in selected if kept and kept.get(path) is not None)
-            store.say(
+            if kept is None:
+                raise
+            done = sum(1 for path in selected if kept.get(path) is not None)
+            raise store.StoreError(
                 f"{error}; {done} results are kept in {sanitize.line(kept.directory)}: "
                 "make room and run again with --resume"
-                if kept
-                else str(error)
-            )
-            raise SystemExit(2) from None
-    except store.StoreError as error:
+            ) from None
+    except (store.StoreError, ClusterError) as error:
         store.say(str(error))
         raise SystemExit(2) from None
-    except Exception as error:
-        from .distributed import ClusterError
-
-        if isinstance(error, ClusterError):
-            store.say(str(error))
-            raise SystemExit(2) from None
-        raise
     finally:
         if cluster is not None:
             cluster.close()

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("assign", "gradescope-bundle", "grade")
+SUBCOMMANDS = ("assign", "gradescope-bundle", "grade", "merge")
 
 #: what ``--help`` says each subcommand does
 SUBCOMMAND_HELP = (
@@ -76,6 +76,7 @@ def grade_parser() -> argparse.ArgumentParser:
         "submissions would run as one user (no namespaces, and not root or no interpreter "
         "other users can read)",
     )
+    add_scale_arguments(parser)
     parser.add_argument(
         "--efficiency-bound",
         type=float,
@@ -89,6 +90,30 @@ def grade_parser() -> argparse.ArgumentParser:
         "0 turns efficiency cases off)",
     )
     return parser
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """Batches across machines, and batches that survive being stopped."""
+    from .results import parse_shard
+
+    parser.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="grade the batch on this Dask cluster (tcp://host:8786, or a scheduler file)",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        type=parse_shard,
+        help="grade only shard K of N (by a hash of each notebook's path in the batch); "
+        "gradcheck-grade merge joins the shards' results",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --csv: keep the results already graded (in grades.results beside the "
+        "CSV) and grade only the rest, and what changed since",
+    )
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -113,6 +138,10 @@ def _main(argv: list[str]) -> int:
         from . import bundle
 
         return bundle.main(argv[1:])
+    if argv and argv[0] == "merge":
+        from . import results
+
+        return results.merge_main(argv[1:])
     if argv and argv[0] == "grade":
         argv = argv[1:]
     args = grade_parser().parse_args(argv)
@@ -141,7 +170,7 @@ def _main(argv: list[str]) -> int:
     only = args.paths[0]
     # a symlinked directory named alone is refused like any other symlink (exit 2)
     is_dir = os.path.isdir(only) and not os.path.islink(only.rstrip(os.sep) or only)
-    batch = args.csv is not None or len(args.paths) > 1 or is_dir
+    batch = args.csv is not None or len(args.paths) > 1 or is_dir or args.dask or args.shard
     if batch:
         from . import batch as batch_mod
 
