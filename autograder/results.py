@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -41,6 +42,12 @@ Result = tuple[str, "dict | None", str]
 Outcome = tuple[str, str, "str | None"]
 
 _KDF_ROUNDS = 200_000
+_TEMP = ".tmp-"
+_HOST = socket.gethostname().replace("-", "_")
+#: a temporary file this old is no writer's, whichever machine it came from
+_STALE_SECONDS = 3600
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _KDF_SALT = b"gradcheck-kit results store"
 
 
@@ -165,8 +172,9 @@ def write_atomically(path: str, text: str) -> None:
     """``text`` in ``path`` whole or not at all: a temporary file beside it, flushed to
     disk, then renamed over it. A failure leaves what was there and no temporary file."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, temporary = tempfile.mkstemp(prefix=f"{_TEMP}{_HOST}-{os.getpid()}-", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # the mode open() would have given it
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
@@ -205,6 +213,26 @@ class Store:
             raise _error("create", self.directory, error) from None
         if not os.path.isdir(self.directory) or os.path.islink(self.directory):
             raise StoreError(f"{self.directory} is not a directory")
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what writers killed in the middle of a write left: their temporary
+        files (a live writer's, here or on another machine sharing the directory, stay)."""
+        try:
+            names = [n for n in os.listdir(self.directory) if n.startswith(_TEMP)]
+        except OSError:
+            return
+        for name in names:
+            where = os.path.join(self.directory, name)
+            host, _, rest = name[len(_TEMP) :].partition("-")
+            pid = rest.partition("-")[0]
+            try:
+                if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+                    os.unlink(where)
+                elif time.time() - os.lstat(where).st_mtime > _STALE_SECONDS:
+                    os.unlink(where)
+            except OSError:
+                pass
 
     def put(self, path: str, key: str | None, report: dict | None, text: str) -> None:
         record = {
@@ -272,6 +300,16 @@ class Store:
                     raise StoreError(f"{self.directory}/{name}: not a batch manifest")
                 found.append(raw)
         return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _valid_record(raw: Any) -> bool:
