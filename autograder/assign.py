@@ -139,13 +139,14 @@ def assign(solution: str, output: str) -> None:
     if os.path.abspath(solution) == os.path.abspath(output):
         raise AssignError(f"{output}: output is the input notebook; refusing to overwrite it")
     nb = _read(solution)
+    student = student_notebook(nb)  # unbalanced markers are reported first
     if not _has_regions(nb):
         # copying it would hand students the answers
         raise AssignError(
             f"{solution}: no solution markers: put each answer between '### BEGIN SOLUTION' "
             "and '### END SOLUTION' lines (or tag cells 'hidden'); nothing was written"
         )
-    text = render(student_notebook(nb))
+    text = render(student)
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise AssignError(f"{output}: folder {folder} does not exist")

@@ -142,3 +142,22 @@ def test_runs_as_a_module(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == student_path("03_matmul").read_bytes()
+
+
+def test_a_notebook_with_no_solution_markers_is_refused(tmp_path, capsys):
+    # a finished notebook handed in by mistake: its copy would give students the answers
+    solution = write(
+        tmp_path / "answers.ipynb",
+        [
+            new_markdown_cell("# 01"),
+            new_code_cell(
+                "def sin_backward(input, output_grad):\n    return np.cos(input) * output_grad"
+            ),
+        ],
+    )
+    before = solution.read_bytes()
+    out = tmp_path / "student.ipynb"
+    assert assign.main([str(solution), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "BEGIN SOLUTION" in err
+    assert not out.exists() and solution.read_bytes() == before

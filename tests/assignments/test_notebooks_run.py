@@ -53,3 +53,28 @@ def test_student_notebook_runs_and_reports_not_implemented(name, python3_kernel)
     assert checks
     for source, shown in checks:
         assert "not implemented" in shown, (source, shown[:500])
+
+
+def _tables(cell) -> int:
+    """How many result tables a cell shows (HTML outputs holding check()'s table)."""
+    return sum(
+        "<table>" in output.get("data", {}).get("text/html", "")
+        for output in cell.outputs
+        if output.output_type in ("display_data", "execute_result")
+    )
+
+
+def test_check_shows_its_table_once_in_a_real_kernel(tmp_path, python3_kernel):
+    nb = nbformat.v4.new_notebook()
+    define = "from gradcheck_kit import check\n\ndef sin_backward(input, output_grad):\n"
+    nb.cells = [
+        nbformat.v4.new_code_cell(define + "    return input.cos() * output_grad"),
+        nbformat.v4.new_code_cell("check(sin_backward, efficiency=False)"),  # no trailing ;
+        nbformat.v4.new_code_cell("result = check(sin_backward, efficiency=False)"),
+        nbformat.v4.new_code_cell("result"),  # asked for again, in another cell
+        nbformat.v4.new_code_cell("check(sin_backward, efficiency=False);"),
+    ]
+    path = tmp_path / "once.ipynb"
+    nbformat.write(nb, path)
+    cells = execute(path, python3_kernel).cells
+    assert [_tables(cell) for cell in cells[1:]] == [1, 1, 1, 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -362,3 +363,246 @@ def test_gradescope_bundle_runs_against_a_gradescope_layout(tmp_path, make_noteb
     subprocess.run([str(run_autograder)], cwd=root, env=env, check=True, timeout=120)
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 0 and "could not grade" in results["output"]
+
+
+# --- what the command line says when something is off ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--timeout", "-1", "0.5"),
+        ("--timeout", "0", "0.5"),
+        ("--timeout", "nan", "0.5"),
+        ("--memory-mb", "10", "256"),
+        ("--jobs", "0", "--jobs"),
+        ("--efficiency-bound", "0", "--efficiency-bound"),
+        ("--efficiency-weight", "-1", "--efficiency-weight"),
+        ("--fail-under", "inf", "--fail-under"),
+    ],
+)
+def test_limits_outside_their_range_are_one_line_and_exit_2(make_notebook, flag, value, says):
+    path = make_notebook(solution_cells("01_elementwise"))
+    result = run_cli(str(path), flag, value)
+    assert result.returncode == 2, result.stdout[:300]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert flag in result.stderr and says in result.stderr
+    assert result.stdout == ""
+
+
+def test_the_smallest_memory_limit_accepted_lets_the_worker_grade(make_notebook):
+    from autograder.cli import MIN_MEMORY_MB
+
+    path = make_notebook(solution_cells("01_elementwise"))
+    report = grade_json(str(path), "--memory-mb", str(MIN_MEMORY_MB))
+    assert report["score"] == report["max_score"] > 0 and report["notes"] == []
+
+
+def test_a_notebook_whose_only_cell_does_not_parse_says_so(make_notebook):
+    path = make_notebook(["import numpy as np\nx = np.array([1, 2\n"])
+    result = run_cli(str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert "syntax error" in line and "code cell 1" in line and "line 2" in line
+
+
+def test_a_notebook_without_curriculum_functions_says_what_to_write(make_notebook):
+    path = make_notebook(["import numpy as np\nx = 1\n"])
+    result = run_cli(str(path))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "syntax error" not in line and "sin_backward" in line and "--assignment" in line
+
+
+def test_fail_under_says_the_score_and_the_threshold(make_notebook):
+    stub = "def sin_backward(input, output_grad):\n    raise NotImplementedError\n"
+    path = make_notebook(solution_cells("01_elementwise", {"sin_backward": stub}))
+    result = run_cli(str(path), "--fail-under", "26", "--public-only")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "25/26" in line and "26" in line.split("fail-under", 1)[1]
+    assert run_cli(str(path), "--fail-under", "25", "--public-only").stderr == ""
+
+
+def test_help_lists_every_subcommand_with_a_line():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    for name in ("grade", "gradescope-bundle", "assign"):
+        described = [x for x in lines if x.strip().startswith(name + " ")]
+        assert described and len(described[0].split()) > 2, (name, result.stdout)
+
+
+def test_a_mixed_batch_grades_each_as_its_own_with_one_csv_per_assignment(make_notebook, tmp_path):
+    make_notebook(solution_cells("01_elementwise"), "alice.ipynb")
+    make_notebook(solution_cells("03_matmul"), "bob.ipynb")
+    (tmp_path / "carol.ipynb").write_text("=cmd|' /C calc'!A0")
+    out = tmp_path / "out" / "grades.csv"
+    result = run_cli(str(tmp_path), "--csv", str(out), "--public-only")
+    assert result.returncode == 0, result.stderr
+    assert "mixes assignments" in result.stderr and "--assignment" in result.stderr
+    assert not out.exists()
+    first = list(csv.DictReader((out.parent / "grades-01_elementwise.csv").open()))
+    third = list(csv.DictReader((out.parent / "grades-03_matmul.csv").open()))
+    by_file = {r["file"].rsplit("/", 1)[-1]: r for r in first}
+    assert by_file["alice.ipynb"]["assignment"] == "01_elementwise"
+    assert float(by_file["alice.ipynb"]["total"]) == float(by_file["alice.ipynb"]["max_score"])
+    assert "bob.ipynb" not in by_file and by_file["carol.ipynb"]["error"]
+    assert "sin_backward" in first[0] and "matmul_backward" not in first[0]
+    (bob,) = [r for r in third if r["file"].endswith("bob.ipynb")]
+    assert "matmul_backward" in bob and "sin_backward" not in bob
+    assert float(bob["total"]) == float(bob["max_score"]) > 0
+    # the ungraded file's row is still defused for spreadsheets
+    assert all(not r["error"].startswith("=") for r in first + third)
+
+    pinned = tmp_path / "pinned" / "grades.csv"
+    result = run_cli(
+        str(tmp_path), "--csv", str(pinned), "--assignment", "01_elementwise", "--public-only"
+    )
+    assert result.returncode == 0 and "mixes" not in result.stderr
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(pinned.open())}
+    assert rows["bob.ipynb"]["assignment"] == "01_elementwise"
+    assert float(rows["bob.ipynb"]["total"]) < float(rows["bob.ipynb"]["max_score"]) == 26
+
+
+def test_junit_of_ops_that_could_not_run_is_valid_for_the_strict_schema(make_notebook):
+    """The Windy Road / Jenkins junit.xsd asks, of every suite, for name, timestamp
+    (to the second, no zone), hostname, tests, failures, errors and time, properties,
+    system-out and system-err; of every testcase for name, classname and time; and has
+    no <skipped>."""
+    import xmlschema
+
+    schema = xmlschema.XMLSchema(str(Path(__file__).parents[1] / "adversarial" / "junit.xsd"))
+    hang = "def tanh_backward(input, output_grad):\n    while True:\n        pass\n"
+    stub = "def sin_backward(input, output_grad):\n    raise NotImplementedError\n"
+    path = make_notebook(
+        solution_cells("01_elementwise", {"tanh_backward": hang, "sin_backward": stub})
+    )
+    text = run_cli(str(path), "--format", "junit", "--timeout", "1", "--public-only").stdout
+    schema.validate(text)
+    root = ET.fromstring(text)
+    assert root.tag == "testsuites" and not root.attrib
+    assert not list(root.iter("skipped"))
+    for suite in root.iter("testsuite"):
+        assert set(suite.attrib) >= {"name", "timestamp", "hostname", "tests", "failures"}
+        assert set(suite.attrib) >= {"errors", "time", "package", "id"}
+        assert "skipped" not in suite.attrib
+        assert [child.tag for child in suite][0] == "properties"
+        assert [child.tag for child in suite][-2:] == ["system-out", "system-err"]
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert suites["tanh_backward"].find("testcase/error").get("type") == "timeout"
+    assert suites["sin_backward"].find("testcase/error").get("type") == "missing"
+
+
+# --- Gradescope, laid out and run as Gradescope does it --------------------------------
+
+
+def _gradescope(tmp_path: Path) -> Path:
+    """The layout of tests/adversarial/test_gradescope_secret.py (zip unpacked into
+    source/, run_autograder copied to the root, submission/, results/) plus the
+    submission_metadata.json Gradescope writes beside them."""
+    from tests.adversarial.test_gradescope_secret import SECRET, gradescope_layout
+
+    root = gradescope_layout(tmp_path, "--seed", SECRET)
+    (root / "results").mkdir()
+    metadata = {"id": 1, "assignment": {"title": "01"}, "users": [{"name": "A Student"}]}
+    (root / "submission_metadata.json").write_text(json.dumps(metadata))
+    return root
+
+
+def test_gradescope_grades_the_notebook_that_defines_the_assignment(tmp_path, make_notebook):
+    from tests.adversarial.test_gradescope_secret import run_autograder
+
+    root = _gradescope(tmp_path)
+    submission = root / "submission"
+    # a scratch notebook with two functions, and an unreadable one that sorts first
+    scratch = make_notebook(["import numpy as np", solution_sources()["sin_backward"]])
+    scratch.rename(submission / "scratch.ipynb")
+    (submission / "aaa.ipynb").write_text("not json")
+    result, results = run_autograder(root)
+    assert result.returncode == 0, result.stderr
+    first = results["output"].splitlines()[0]
+    assert first.startswith("Graded submission.ipynb of the 3 notebooks submitted")
+    assert "defines 17 of the 17 functions of 01_elementwise" in first
+    assert "scratch.ipynb defines 1 of the 17" in first and "aaa.ipynb cannot be read" in first
+    assert 0 < results["score"] < 26
+    names = {t["name"]: t for t in results["tests"]}
+    assert names["exp_backward"]["status"] == "failed"
+    assert names["exp_backward (hidden cases)"]["status"] == "failed"
+    assert all(t["status"] in ("passed", "failed") for t in results["tests"])
+
+    (submission / "submission.ipynb").unlink()
+    (submission / "scratch.ipynb").unlink()
+    result, results = run_autograder(root)  # only the unreadable one: says why
+    assert result.returncode == 0 and results["score"] == 0
+    assert "aaa.ipynb" in results["output"] and "could not grade" in results["output"]
+
+
+def _system_python_refusing_pip() -> str | None:
+    """A system interpreter (not a virtual environment) whose distribution marked it
+    EXTERNALLY-MANAGED (PEP 668), as Debian 12 and Ubuntu 24.04 do, with venv."""
+    import shutil
+    import subprocess
+
+    probe = (
+        "import os, sys, sysconfig, ensurepip, venv; "
+        "marker = os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED'); "
+        "print(sys.prefix == sys.base_prefix and os.path.exists(marker))"
+    )
+    for candidate in ("/usr/bin/python3", shutil.which("python3", path="/usr/bin:/bin")):
+        if candidate and os.path.exists(candidate):
+            done = subprocess.run([candidate, "-c", probe], capture_output=True, text=True)
+            if done.stdout.strip() == "True":
+                return candidate
+    return None
+
+
+def test_setup_sh_installs_into_a_venv_where_the_system_python_refuses_pip(tmp_path):
+    import subprocess
+
+    system_python = _system_python_refusing_pip()
+    if system_python is None:
+        pytest.skip("no system python3 marked EXTERNALLY-MANAGED on this machine")
+    refused = subprocess.run(
+        [system_python, "-m", "pip", "install", "--dry-run", "--no-index", "numpy"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "externally-managed-environment" in refused.stderr
+
+    root = _gradescope(tmp_path)
+    # python3 on PATH is the system one; nothing of this test's own environment
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(system_python)
+    path = f"{bin_dir}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PIP_", "HOME", "LANG"))}
+    env.update(PATH=path, GRADCHECK_SETUP_NO_SYSTEM="1")
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy"):
+        if proxy in os.environ:
+            env[proxy] = os.environ[proxy]
+    setup = subprocess.run(
+        ["bash", "./setup.sh"],
+        cwd=root / "source",  # where Gradescope runs it
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert setup.returncode == 0, setup.stderr[-2000:]
+    venv_python = root / "venv" / "bin" / "python"
+    assert venv_python.exists()
+
+    env.update(GRADCHECK_AUTOGRADER_ROOT=str(root))  # no GRADCHECK_PYTHON: the venv's
+    run = subprocess.run(
+        [str(root / "run_autograder")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["output"].startswith("Graded submission.ipynb"), results["output"]
+    assert 0 < results["score"] < 26
