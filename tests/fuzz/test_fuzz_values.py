@@ -356,6 +356,15 @@ FORGERIES = {
         " 'seconds': [10**400, 1e308]}] * 40, 'output': 10**400, 'seconds': 10**400})\n"
         "    return -output_grad\n"
     ),
+    # one result, as a request of one case (an efficiency run) expects, with a timing
+    # no float can hold
+    "one-result reply with a timing too large for a float": (
+        "def neg_backward(input, output_grad):\n"
+        "    if input.size > 10000:  # the efficiency case\n"
+        "        _forge({'status': 'ran', 'results': [{'value': None, 'mutated': False,"
+        " 'seconds': [10**400, 1.0]}], 'output': ''})\n"
+        "    return -output_grad\n"
+    ),
 }
 
 
