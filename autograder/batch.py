@@ -20,7 +20,7 @@ from typing import Any
 
 from . import sanitize
 from .results import write_atomically
-from .sandbox import SandboxOptions
+from .sandbox import SandboxOptions, prepare_warm_workers
 
 
 def find_notebooks(paths: Iterable[str]) -> list[str]:
@@ -113,6 +113,19 @@ class _Progress:
             sys.stderr.flush()
 
 
+def grading_pool(jobs: int, options: SandboxOptions) -> ProcessPoolExecutor:
+    """The batch's pool: each process starts its own zygote as it starts, so the start
+    of a worker (an interpreter importing NumPy) is paid once per process, not once
+    per submission."""
+    context = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=context,
+        initializer=prepare_warm_workers,
+        initargs=(options,),
+    )
+
+
 def run_batch(
     paths: list[str],
     *,
@@ -133,14 +146,15 @@ def run_batch(
     progress = _Progress(len(paths))
     outcomes: dict[str, tuple[str, str, str | None]] = {}
     if jobs <= 1:
+        if len(paths) > 1:
+            prepare_warm_workers(options)
         for path in paths:
             outcomes[path] = grade_to_text(path, assignment, seed, hidden, options, efficiency)
             if on_result is not None:
                 on_result(outcomes[path])
             progress.step()
     else:
-        context = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with grading_pool(jobs, options) as pool:
             futures = {
                 pool.submit(grade_to_text, p, assignment, seed, hidden, options, efficiency): p
                 for p in paths

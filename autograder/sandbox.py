@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import channel, isolation, reaping
+from . import channel, isolation, reaping, zygote
 
 WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 #: extra wall time the worker gets beyond its own soft deadline before it is killed
@@ -58,6 +58,9 @@ class SandboxOptions:
     hide: tuple[str, ...] = ()
     #: namespaces for the worker: None detects them, False never uses them
     namespaces: bool | None = None
+    #: seconds of a notebook's top-level code: per cell, and for all cells together
+    cell_timeout: float = 10.0
+    notebook_timeout: float = 60.0
 
 
 # what the rest of the grader imports from here
@@ -90,6 +93,29 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between
     import ctypes
 
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_preexec = _die_with_parent if sys.platform.startswith("linux") else None
+
+
+def _zygote_command(options: SandboxOptions) -> list[str]:
+    return [options.python, "-I", WORKER_PATH]
+
+
+def _zygote_env(options: SandboxOptions) -> dict[str, str]:
+    """The zygote's environment: a worker's, without a directory (each forked worker
+    gets its own environment, with its own directory, from the grader)."""
+    return worker_env(options, "/")
+
+
+def prepare_warm_workers(options: SandboxOptions | None = None) -> None:
+    """Fork this process's workers from a zygote from now on, and start it now so that
+    its imports overlap with other work. For a process that grades many submissions
+    (each process of a batch); a no-op where warm workers are not possible."""
+    options = options or SandboxOptions()
+    zygote.enable()
+    if os.geteuid() == 0 and isolation.use_namespaces(options):
+        zygote.get(_zygote_command(options), _zygote_env(options), _preexec)
 
 
 class _Deadline:
@@ -129,6 +155,8 @@ class Sandbox:
         self._deadline = 0.0
         self._worker_pid: int | None = None
         self._own: isolation.OwnAccount | None = None
+        #: whether the current worker was forked from a zygote
+        self.warm = False
 
     def __enter__(self) -> Sandbox:
         return self
@@ -148,24 +176,29 @@ class Sandbox:
             os.chown(self.directory, config.uid, config.gid)
         own, self._own = self._own, None
         command = [self.options.python, "-I", WORKER_PATH]
+        env = worker_env(self.options, self.directory)
+        self.warm = False
         if self.namespaces:
+            self.process = self._spawn_warm(env) if own is None else None
+            self.warm = self.process is not None
             command = [*isolation.namespace_command(), "--", *command]
         else:
             isolation.hide_grader_environment()
             self.subreaper = reaping.become_subreaper()
         with reaping.workers_lock:
             try:
-                self.process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    cwd=self.directory,
-                    env=worker_env(self.options, self.directory),
-                    close_fds=True,
-                    start_new_session=True,  # so a kill reaches anything it spawns
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-                )
+                if self.process is None:
+                    self.process = subprocess.Popen(
+                        command,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        cwd=self.directory,
+                        env=env,
+                        close_fds=True,
+                        start_new_session=True,  # so a kill reaches anything it spawns
+                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                    )
             except BaseException:
                 if own is not None:
                     own.release()
@@ -178,6 +211,35 @@ class Sandbox:
         self._ready = False
         self.isolation = []
         self._send({"cmd": "config", "config": config.to_json()}, deadline=self._start_deadline())
+
+    def _spawn_warm(self, env: dict[str, str]) -> zygote.WarmProcess | None:
+        """A worker forked from this process's zygote, in a PID namespace of its own,
+        with pipes made here for it alone; None where there is no zygote (one
+        notebook, GRADCHECK_WARM=off, not root) or it failed: the worker starts cold."""
+        if os.geteuid() != 0 or not sys.platform.startswith("linux"):
+            return None  # a user namespace would have to be set up around the worker
+        template = zygote.get(_zygote_command(self.options), _zygote_env(self.options), _preexec)
+        if template is None:
+            return None
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        status_r, status_w = os.pipe()
+        request = {"cmd": "spawn", "cwd": self.directory, "env": env, "pid_namespace": True}
+        try:
+            with reaping.workers_lock:
+                pid = template.spawn([requests_r, replies_w, status_w], request, START_BUDGET)
+        except OSError:
+            for fd in (requests_w, replies_r, status_r):
+                os.close(fd)
+            zygote.discard(template)
+            return None
+        finally:
+            for fd in (requests_r, replies_w, status_w):
+                os.close(fd)
+        # the zygote is our child: never mistaken for a process a worker detached
+        reaping.live_workers.add(template.pid)
+        stdin, stdout = os.fdopen(requests_w, "wb"), os.fdopen(replies_r, "rb")
+        return zygote.WarmProcess(pid, stdin, stdout, status_r, template)
 
     def _config(self) -> isolation.WorkerConfig:
         """What this worker is to apply to itself (see isolation.py)."""
@@ -211,7 +273,7 @@ class Sandbox:
         if self._ready:
             return
         try:
-            header, _ = self._read(deadline)
+            header, _ = self._first_reply(deadline)
         except WorkerDied:
             if not self.namespaces:
                 raise
@@ -229,6 +291,19 @@ class Sandbox:
             self._send(self.load_request)
             self.load_reply = self._read(deadline + self.load_budget())[0]
 
+    def _first_reply(self, deadline: float) -> tuple[dict, list[bytes]]:
+        """The worker's first message; a warm worker that could not set itself up (a
+        kernel that refuses what the launcher asks) is retried cold, and every later
+        worker starts cold."""
+        try:
+            return self._read(deadline)
+        except WorkerDied:
+            if not self.warm:
+                raise
+            zygote.give_up()
+            self.start()
+            return self._read(deadline)
+
     def close(self) -> None:
         if self.process is not None:
             try:
@@ -240,8 +315,9 @@ class Sandbox:
     # --- requests ----------------------------------------------------------------
 
     def load_budget(self) -> float:
-        cells = len((self.load_request or {}).get("cells", []))
-        return self.options.timeout * max(1, min(cells, 4)) + GRACE
+        # the worker stops top-level code at the notebook's budget; reading and parsing
+        # the cells gets one op's time on top
+        return self.options.notebook_timeout + self.options.timeout + GRACE
 
     def load(self, cells: list[str], wanted: list[str]) -> dict:
         """Run the student's code cells (the worker extracts what to run from them);
@@ -251,6 +327,8 @@ class Sandbox:
             "cells": cells,
             "wanted": wanted,
             "timeout": self.options.timeout,
+            "cell_timeout": self.options.cell_timeout,
+            "notebook_timeout": self.options.notebook_timeout,
         }
         try:
             if self.process is not None and self._ready:  # calibrated already: load now

@@ -321,11 +321,29 @@ def _serve(worker, reference):
             write_message(_PROTO_OUT, {"error": f"unknown command {command!r}"})
 
 
+def _forked_from_zygote():
+    """As a zygote (``worker.py zygote FD``): import what every worker needs, then
+    fork one worker per request of the grader. Returns in each forked worker only,
+    with the reference package imported and no student code run anywhere before."""
+    reference = _load_reference()
+    zygote = _sibling("zygote.py")
+    spawned = zygote["serve"](int(sys.argv[2]), (_PROTO_IN.fileno(), _PROTO_OUT.fileno()))
+    zygote["fresh_worker_state"](spawned)
+    return reference
+
+
 def main():
     np.seterr(all="ignore")
+    warm = sys.argv[1:2] == ["zygote"] and len(sys.argv) == 3
+    reference = _forked_from_zygote() if warm else None
     first, _ = read_message(_PROTO_IN)
     config = _isolation["WorkerConfig"].from_json(first.get("config", {}))
-    reference = _load_reference()
+    if not warm:
+        reference = _load_reference()
+    elif config.namespaces:
+        # a cold worker gets these from ``unshare``; this one is PID 1 of a namespace
+        # its launcher made, and makes the rest itself, before anything else
+        _isolation["enter_namespaces"]()
     isolation = _isolation["isolate"](config, hide_modules=("gradcheck_kit", "autograder"))
     _open_log()
     _isolation["apply_limits"](config)
