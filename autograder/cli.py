@@ -99,7 +99,8 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dask",
         metavar="SCHEDULER",
-        help="grade the batch on this Dask cluster (tcp://host:8786, or a scheduler file)",
+        help="grade the batch on this Dask cluster (tcp://host:8786, a scheduler file, or "
+        "'current': the client of the Python process that calls the CLI)",
     )
     parser.add_argument(
         "--shard",

@@ -21,6 +21,7 @@ retried too (``RETRIES``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -39,8 +40,26 @@ _PER_THREAD = 4
 _MIN_IN_FLIGHT = 64
 
 
+#: ``--dask current``: the client this process already has (a dask-gateway cluster's,
+#: whose address alone does not carry its credentials)
+CURRENT = "current"
+
+
 class ClusterError(Exception):
     """The cluster cannot be used; the message is one line."""
+
+
+#: options that name things of the instructor's machine: each worker has its own
+_MACHINE_LOCAL = ("python", "extra_env", "hide", "namespaces")
+
+
+def portable_options(options: SandboxOptions) -> dict:
+    """The sandbox options a worker on another machine grades with (limits, account)."""
+    return {
+        field.name: getattr(options, field.name)
+        for field in dataclasses.fields(options)
+        if field.name not in _MACHINE_LOCAL
+    }
 
 
 # -- on the Dask worker ---------------------------------------------------------------------
@@ -65,6 +84,20 @@ def secret_probe(sent: str | None) -> str:
     return secret_fingerprint(resolve_secret(secret)[0])
 
 
+_warmed: list[bool] = []
+
+
+def _warm_up(options: SandboxOptions) -> None:
+    """A Dask worker process grades many submissions, like a local batch's pool process:
+    its sandbox workers start warm the same way (where this sandbox offers it)."""
+    from . import sandbox
+
+    prepare = getattr(sandbox, "prepare_warm_workers", None)
+    if prepare is not None and not _warmed:
+        _warmed.append(True)
+        prepare(options)
+
+
 def grade_task(payload: dict) -> dict:
     """Grade one submission from its bytes; plain strings back."""
     from .batch import grade_to_text
@@ -74,6 +107,7 @@ def grade_task(payload: dict) -> dict:
     path = payload["path"]
     secret, source = _worker_secret(payload["secret"])
     options = SandboxOptions(**payload["options"])
+    _warm_up(options)
     name = os.path.basename(path)
     if name in ("", ".", ".."):
         name = "submission.ipynb"
@@ -114,6 +148,10 @@ def _connect(address: str) -> Any:
     except ImportError:
         raise ClusterError("--dask needs Dask: pip install 'gradcheck-kit[dask]'") from None
     try:
+        if address == CURRENT:
+            from distributed import default_client
+
+            return default_client()
         if address.endswith(".json") and os.path.isfile(address):
             return Client(scheduler_file=address, timeout="30s", set_as_default=False)
         return Client(address, timeout="30s", set_as_default=False)
@@ -140,6 +178,7 @@ class DaskBackend:
 
         secret, source = resolve_secret(seed)
         self.client = _connect(address)
+        self.owned = address != CURRENT
         self.run = uuid.uuid4().hex[:12]
         self.common = {
             "assignment": assignment,
@@ -147,17 +186,14 @@ class DaskBackend:
             "secret": None if source == "default" else secret,
             "source": source,
             "hidden": hidden,
-            "options": {
-                "timeout": options.timeout,
-                "memory_bytes": options.memory_bytes,
-                "cpu_seconds": options.cpu_seconds,
-                "user": options.user,
-            },
+            "options": portable_options(options),
             "efficiency": dict(efficiency or {}),
         }
         self._secret_print: str | None = None
 
     def close(self) -> None:
+        if not self.owned:
+            return
         try:
             self.client.close()
         except Exception:  # noqa: BLE001  (a scheduler already gone)

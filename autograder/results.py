@@ -88,13 +88,15 @@ def grading_fingerprint(
     secret_print: str,
 ) -> str:
     """Everything besides the notebook that decides its grade, as one hash."""
+    from .distributed import portable_options
+
+    limits = portable_options(options)
+    limits.pop("user", None)  # which account runs student code does not change a grade
     described = {
         "assignment": assignment,
         "hidden": hidden,
         "efficiency": sorted((efficiency or {}).items()),
-        "timeout": options.timeout,
-        "memory_bytes": options.memory_bytes,
-        "cpu_seconds": options.cpu_seconds,
+        "sandbox": limits,
         "version": _version(),
         "secret": secret_print,
     }
