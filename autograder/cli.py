@@ -65,6 +65,19 @@ def grade_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-under", type=float, help="exit 1 if the score is below this")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per op (default 10)")
     parser.add_argument("--memory-mb", type=int, default=3072, help="worker memory limit")
+    parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=10.0,
+        help="seconds of top-level work per notebook cell; a cell over it is stopped (default 10)",
+    )
+    parser.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=60.0,
+        help="seconds of top-level work for all cells together; later cells are not run "
+        "(default 60)",
+    )
     parser.add_argument("--public-only", action="store_true", help="skip the hidden cases")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="submissions graded at once")
     parser.add_argument("--csv", help="batch mode: write one row per submission here")
@@ -159,6 +172,8 @@ def _main(argv: list[str]) -> int:
     options = SandboxOptions(
         timeout=args.timeout,
         memory_bytes=args.memory_mb * 1024 * 1024,
+        cell_timeout=args.cell_timeout,
+        notebook_timeout=args.notebook_timeout,
         user=args.worker_user or os.environ.get("GRADCHECK_WORKER_USER") or None,
     )
     if options.user:
@@ -248,6 +263,13 @@ def out_of_range(args: argparse.Namespace) -> str | None:
             f"--timeout {args.timeout:g} is out of range: give seconds per function from "
             f"{MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} (the worker's CPU limit); default 10"
         )
+    for flag, value in (("--cell-timeout", args.cell_timeout),
+                        ("--notebook-timeout", args.notebook_timeout)):  # fmt: skip
+        if not finite(value) or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+            return (
+                f"{flag} {value:g} is out of range: give seconds of a notebook's top-level "
+                f"work from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} (the worker's CPU limit)"
+            )
     if not MIN_MEMORY_MB <= args.memory_mb <= MAX_MEMORY_MB:
         return (
             f"--memory-mb {args.memory_mb} is out of range: the worker needs about 120 MB for "

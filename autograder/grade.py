@@ -231,6 +231,10 @@ def load_student_code(sandbox: Sandbox, cells: list[str], ops: list[Any], grade:
         cell, line = error.get("cell"), error.get("line")
         where = f"cell {cell + 1}, line {line}: " if type(cell) is int and type(line) is int else ""
         grade.notes.append(f"{where}{(text.splitlines() or [''])[0]}")
+    # what the worker noticed while running the cells (time budgets, missing modules)
+    for note in _list(loaded.get("notes"))[:50]:
+        if isinstance(note, str):
+            grade.notes.append(_text(note)[:300])
     return {name for name in _list(loaded.get("callable")) if isinstance(name, str)}
 
 

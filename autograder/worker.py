@@ -56,12 +56,15 @@ encode, decode = _channel["encode"], _channel["decode"]
 read_message, write_message = _channel["read_message"], _channel["write_message"]
 _isolation = _sibling("isolation.py")
 _calling = _sibling("..", "gradcheck_kit", "calling.py")
-_extract = _sibling("extract.py")["extract"]
+_extract = _sibling("extract.py")
+_kernel = _sibling("kernel.py")
 
 BLOCKED = frozenset(
     {"torch", "jax", "jaxlib", "tensorflow", "autograd", "gradcheck_kit", "autograder"}
 )
 OUTPUT_CAP = 4000
+#: top-level time of one cell and of the whole notebook, unless the load request says
+CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 10.0, 60.0
 
 
 class _Blocker:
@@ -114,12 +117,11 @@ def _short_traceback(error):
     return _calling["student_traceback"](error, _is_cell)
 
 
-def _with_alarm(seconds, fn, *args):  # used for load-time statements
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        return fn(*args)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+def _seconds(value, default):
+    """A positive, finite number of seconds from the request, or ``default``."""
+    if type(value) not in (int, float) or not 0 < value < 1e6:
+        return default
+    return float(value)
 
 
 class Worker:
@@ -133,70 +135,44 @@ class Worker:
         self.timeout = 10.0
 
     def load(self, request):
-        """Execute each top-level chunk on its own, so one failure loses only itself;
-        chunks that failed on a missing name are retried once the rest has run
-        (a factory may be defined in a later cell than its use)."""
+        """Run the code cells as a kernel would (kernel.py), each cell within its time
+        budget; which wanted names are callable afterwards, and what went wrong."""
         self.timeout = float(request.get("timeout", self.timeout))
-        extracted = _extract(request.get("cells", []), request.get("wanted", []))
-        chunks = [chunk.to_json() for chunk in extracted.chunks]
-        failed, errors = [], {}
-        bound_by = {}
-        for index, chunk in enumerate(chunks):
-            error = self._exec(chunk)
-            if error is None:
-                for name in chunk.get("binds", []):
-                    bound_by[name] = index
-            else:
-                failed.append((index, error))
-        for _ in range(3):
-            retry = []
-            for index, error in failed:
-                chunk = chunks[index]
-                later = any(bound_by.get(n, -1) > index for n in chunk.get("binds", []))
-                if later or not isinstance(error, NameError):
-                    errors[index] = error
-                    continue
-                again = self._exec(chunk)
-                if again is None:
-                    for name in chunk.get("binds", []):
-                        bound_by.setdefault(name, index)
-                else:
-                    retry.append((index, again))
-            if len(retry) == len(failed):
-                failed = retry
-                break
-            failed = retry
-        for index, error in failed:
-            errors[index] = error
+        cell_timeout = _seconds(request.get("cell_timeout"), CELL_TIMEOUT)
+        notebook_timeout = _seconds(request.get("notebook_timeout"), NOTEBOOK_TIMEOUT)
+        kernel = _kernel["Kernel"](
+            self.namespace,
+            parse_cell=_extract["parse_cell"],
+            bound_names=_extract["bound_names"],
+            stop=_SoftTimeout,
+            on_alarm=_on_alarm,
+            take_output=_take_output,
+            blocked=BLOCKED,
+            output_cap=OUTPUT_CAP,
+        )
+        try:
+            ran = kernel.run(list(request.get("cells", [])), cell_timeout, notebook_timeout)
+        except BaseException as error:  # noqa: BLE001  (a student's signal, at worst)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, _on_alarm)
+            stopped = f"loading stopped early: {type(error).__name__}"
+            ran = {"errors": [], "syntax_errors": [], "notes": [*kernel.notes, stopped]}
+            ran["output"] = _take_output()
         callables = sorted(
             name for name in request.get("wanted", []) if callable(self.namespace.get(name))
         )
-        report = [
-            {
-                "cell": extracted.chunks[i].cell,
-                "line": extracted.chunks[i].line,
-                "error": _short_traceback(e)[:600],
-            }
-            for i, e in sorted(errors.items())
+        errors = [
+            {"cell": e["cell"], "line": e["line"], "error": _short_traceback(e["error"])[:600]}
+            for e in ran["errors"]
         ]
-        syntax = [{"cell": cell, "error": message} for cell, message in extracted.syntax_errors]
         return {
             "ok": True,
             "callable": callables,
-            "errors": report,
-            "syntax_errors": syntax,
-            "output": _take_output(),
+            "errors": errors,
+            "syntax_errors": ran["syntax_errors"],
+            "notes": ran["notes"],
+            "output": ran["output"],
         }
-
-    def _exec(self, chunk):
-        try:
-            code = compile(chunk["source"], chunk.get("filename", "<cell>"), "exec")
-            _with_alarm(self.timeout, exec, code, self.namespace)
-        except _SoftTimeout:
-            return TimeoutError("this statement took too long and was skipped")
-        except BaseException as error:  # noqa: BLE001  (SystemExit too: student code)
-            return error
-        return None
 
     def run(self, request, buffers):
         name = request["fn"]

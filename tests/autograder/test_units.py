@@ -84,21 +84,63 @@ def test_decode_rejects_malformed_messages(tree):
         channel.decode(tree, [np.zeros(1).tobytes()])
 
 
-def test_extract_keeps_definitions_and_drops_noise():
+def test_extract_parses_every_cell_as_a_kernel_would_run_it():
     cells = [
         "import numpy as np\nimport matplotlib.pyplot as plt\nLR = 0.1\n",
         "%timeit 1\n!ls\nplt.plot([1])\nprint('hi')\nfor i in range(3):\n    pass\n",
-        "relu_backward = make(lambda x: x > 0)\nW = np.ones(3)\nunused = np.zeros(10**9)\n",
-        "def make(f):\n    return lambda x, g: g * f(x) * W\n",
+        "relu_backward = make(lambda x: x > 0)\nW = np.ones(3)\n",
+        "%%time\ndef make(f):\n    return lambda x, g: g * f(x) * W\n",
         "def broken(:\n",
-        "sin_backward = cos_like\ndef cos_like(x, g):\n    return g\n",
+        "try:\n    import tqdm\nexcept ImportError:\n    tqdm = None\nimport os\n",
     ]
-    result = extract(cells, {"relu_backward", "sin_backward"})
-    sources = "".join(c.source for c in result.chunks)
-    assert {"np", "LR", "relu_backward", "W", "make", "sin_backward", "cos_like"} <= result.defined
-    assert "unused" not in result.defined and "plt" not in result.defined
-    assert "print" not in sources and "timeit" not in sources and "for i" not in sources
+    result = extract(cells)
+    assert [chunk.cell for chunk in result.chunks] == [0, 1, 2, 3, 5]
+    assert {"np", "plt", "LR", "i", "relu_backward", "W", "tqdm", "os"} <= result.defined
+    sources = [chunk.source for chunk in result.chunks]
+    assert "get_ipython().run_line_magic('timeit', '1')" in sources[1]
+    assert "get_ipython().system('ls')" in sources[1] and "for i in range(3)" in sources[1]
+    assert sources[3].startswith("get_ipython().run_cell_magic('time', ''")
+    assert result.chunks[-1].guarded == {2}  # the student handles that import's failure
     assert [cell for cell, _ in result.syntax_errors] == [5]
+    assert result.chunks[0].to_json()["filename"] == "<cell 1>"
+
+
+def test_worker_runs_cells_in_order_as_a_kernel_does():
+    sandbox = Sandbox(SandboxOptions(timeout=5, cell_timeout=1, notebook_timeout=20))
+    try:
+        cells = [
+            "import numpy as np\nfrom gradcheck_kit import check\n",
+            "TABLE = {}\nfor k in range(3):\n    TABLE[k] = 2.0 * k\nTABLE[1] *= 10\n",
+            "def uses_table(x):\n    return TABLE[1] * x\ncheck(uses_table)\n",
+            "x = 1\n1 / 0\ndef lost(x):\n    return x\n",
+            "%%time\ndef timed(x):\n    return x\n",
+            "import no_such_module_here as helpers\nhelpers.setup()\n"
+            "def uses_helpers(x):\n    return helpers.f(x)\n",
+            "def shown(x):\n    display(x)\n    return get_ipython() is not None\n",
+            "answer = input()\ndef after_input(x):\n    return x\n",
+            "def spins(x):\n    return x\nwhile True:\n    pass\n"
+            "def after_spin(x):\n    return x\n",
+        ]
+        wanted = ["uses_table", "lost", "timed", "uses_helpers", "shown", "after_input",
+                  "spins", "after_spin"]  # fmt: skip
+        loaded = sandbox.load(cells, wanted)
+        assert loaded["callable"] == ["shown", "spins", "timed", "uses_helpers", "uses_table"]
+        errors = {(e["cell"], e["line"]): e["error"].splitlines()[0] for e in loaded["errors"]}
+        assert errors == {
+            (3, 2): "ZeroDivisionError: division by zero",
+            (7, 1): "EOFError: input() is not available while grading: nobody can type an answer",
+        }
+        notes = "\n".join(loaded["notes"])
+        assert "cell 6: module no_such_module_here is not installed" in notes
+        assert "cell 9 stopped after 1 s" in notes
+        reply, buffers = sandbox.run("uses_table", None, [(1.0,)])
+        assert channel.decode(reply["results"][0]["value"], buffers) == 20.0
+        reply, buffers = sandbox.run("shown", None, [(1.0,)])
+        assert channel.decode(reply["results"][0]["value"], buffers) is True
+        reply, _ = sandbox.run("uses_helpers", None, [(1.0,)])
+        assert "no_such_module_here is not installed" in reply["results"][0]["error"]
+    finally:
+        sandbox.close()
 
 
 def test_worker_blocks_grader_imports_and_keeps_stdout_clean():
