@@ -63,14 +63,8 @@ ATTACKS = {
 def _cli(
     *args: str, timeout: float = 240, extra_env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GRADCHECK_SECRET": SECRET, **(extra_env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "autograder.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    env = {"GRADCHECK_SECRET": SECRET, **(extra_env or {})}
+    return fixtures.run_cli(*args, env=env, timeout=timeout)
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
