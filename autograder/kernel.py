@@ -31,6 +31,7 @@ import builtins
 import dis
 import importlib.util
 import linecache
+import os
 import signal
 import sys
 import time
@@ -158,11 +159,17 @@ class _Loader:
         return None
 
 
+#: frames of the import machinery, between a cell's import and a finder: ``import x``
+#: itself, and ``importlib.import_module`` or ``importlib.util.find_spec`` (a notebook's
+#: "install the course's package if it is missing" cell asks the latter)
+_IMPORTLIB = ("<frozen importlib", os.path.dirname(importlib.util.__file__) + os.sep)
+
+
 def _import_site() -> tuple[str, int] | None:
     """(file name, line) of the import statement running, if it is a notebook cell's
     top-level code; None for imports inside functions, libraries and ``exec``."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+    while frame is not None and frame.f_code.co_filename.startswith(_IMPORTLIB):
         frame = frame.f_back
     if frame is None or frame.f_code.co_name != "<module>":
         return None
@@ -306,7 +313,8 @@ class Kernel:
         deadline = time.monotonic() + notebook_timeout
         chunks, syntax = [], []
         for index, raw in enumerate(cells):
-            parsed = self.parse_cell(index, raw if isinstance(raw, str) else "")
+            raw = raw if isinstance(raw, str) else ""
+            parsed = self.parse_cell(index, raw)
             if isinstance(parsed, tuple):
                 syntax.append({"cell": parsed[0], "error": parsed[1]})
                 continue
@@ -361,7 +369,9 @@ class Kernel:
         try:
             signal.signal(signal.SIGALRM, self.on_alarm)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])
-            signal.setitimer(signal.ITIMER_REAL, budget)
+            # the alarm repeats: one swallowed where Python cannot raise it (a __del__,
+            # a callback) must not let the cell run on for ever
+            signal.setitimer(signal.ITIMER_REAL, budget, 0.5)
             try:
                 for at in range(start, len(chunk.tree.body)):
                     self._exec_node(chunk.tree.body[at], chunk.filename, self.namespace)

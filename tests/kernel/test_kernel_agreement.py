@@ -51,7 +51,12 @@ def base(*without: str) -> list[str]:
     write it (the grader must make it cost nothing)."""
     dropped = tuple(f"def {name}(" for name in without)
     cells = [c for c in solution_cells(ASSIGNMENT) if not c.startswith(dropped)]
-    cells[0] = cells[0].rstrip("\n") + "\nfrom gradcheck_kit import check\n"
+    setup = (  # the shipped notebooks' first cell: install the course's package if missing
+        "import importlib.util, subprocess, sys\n"
+        "if importlib.util.find_spec('gradcheck_kit') is None:\n"
+        "    subprocess.check_call([sys.executable, '-m', 'pip', 'install', 'gradcheck-kit'])\n"
+    )
+    cells[0] = setup + cells[0].rstrip("\n") + "\nfrom gradcheck_kit import check\n"
     return cells + ["check(unbroadcast);\n"]
 
 
