@@ -114,8 +114,13 @@ def prepare_warm_workers(options: SandboxOptions | None = None) -> None:
     (each process of a batch); a no-op where warm workers are not possible."""
     options = options or SandboxOptions()
     zygote.enable()
-    if os.geteuid() == 0 and isolation.use_namespaces(options):
-        zygote.get(_zygote_command(options), _zygote_env(options), _preexec)
+    try:
+        if os.geteuid() == 0 and isolation.use_namespaces(options):
+            template = zygote.get(_zygote_command(options), _zygote_env(options), _preexec)
+            if template is not None:  # our child, never one a worker detached
+                reaping.live_workers.add(template.pid)
+    except Exception:  # noqa: BLE001  (a pool whose initializer raised would grade nothing)
+        pass  # workers start cold
 
 
 class _Deadline:

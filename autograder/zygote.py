@@ -334,5 +334,7 @@ def give_up() -> None:
 
 
 def shutdown() -> None:
+    """Stop this process's zygote; workers start cold until :func:`enable` again."""
+    _state["enabled"] = False
     if _state["zygote"] is not None:
         discard(_state["zygote"], failed=False)

@@ -214,7 +214,6 @@ def test_the_zygote_cannot_be_reached_from_a_worker():
         third.close()
     finally:
         zygote.shutdown()
-        zygote._state["enabled"] = False
 
 
 HANG = f"""
