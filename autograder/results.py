@@ -247,7 +247,7 @@ class Store:
         }
         where = self._file(path)
         try:
-            write_atomically(where, json.dumps(record, sort_keys=True, ensure_ascii=False))
+            write_atomically(where, json.dumps(record, sort_keys=True))
         except OSError as error:
             raise _error("write the result of", sanitize.line(path), error) from None
 
@@ -281,7 +281,7 @@ class Store:
         }
         where = os.path.join(self.directory, _manifest_name(shard))
         try:
-            write_atomically(where, json.dumps(manifest, ensure_ascii=False))
+            write_atomically(where, json.dumps(manifest))
         except OSError as error:
             raise _error("write", where, error) from None
 

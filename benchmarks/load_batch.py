@@ -304,11 +304,14 @@ def run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - start
     peak.stop.set()
     watcher.join()
-    completed = process.returncode == 0 and csv_path.exists()
+    # a batch across assignments writes one CSV per assignment, grades-NAME.csv
+    written = sorted(csv_path.parent.glob(f"{csv_path.stem}-*.csv")) or [csv_path]
+    completed = process.returncode == 0 and all(p.exists() for p in written)
     rows = {}
-    if csv_path.exists():
-        with open(csv_path, newline="", encoding="utf-8") as handle:
-            rows = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
+    for path in written:
+        if path.exists():
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows.update({Path(r["file"]).name: r for r in csv.DictReader(handle)})
     time.sleep(0.5)  # let the kernel finish reaping before looking for leftovers
     left_processes, left_dirs = leftovers(tmp)
 
