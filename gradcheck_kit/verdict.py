@@ -13,6 +13,7 @@ draws it from the instructor's secret (``cases.verdict_rng``).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,9 +232,50 @@ def compares_elementwise(spec: OpSpec, case: Case) -> bool:
 
 
 def reference_gradient(spec: OpSpec, case: Case, leaves: list[Leaf]) -> dict[str, np.ndarray]:
-    """The float64 central-difference gradient of the case's loss, by leaf label."""
-    loss = loss_function(spec, case.params, case.output_grad)
-    return full_gradient(loss, case.arrays, leaves)
+    """The float64 central-difference gradient of the case's loss, by leaf label.
+
+    A grader judges the same cases for every submission of a batch, so the gradients
+    are kept, by the case's content (not its name: the same name holds other values
+    under another secret), for the next submission."""
+    key = case_key(spec, case)
+    forward, known = _REFERENCES.get(key, (None, None))
+    if forward is not spec.forward:  # another op of that name (a course's) or none yet
+        loss = loss_function(spec, case.params, case.output_grad)
+        known = full_gradient(loss, case.arrays, leaves)
+        if len(_REFERENCES) >= _REFERENCES_KEPT:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+        _REFERENCES[key] = (spec.forward, known)
+    return {label: grad.copy() for label, grad in known.items()}
+
+
+#: reference gradients of cases already judged in this process, by case_key, with the
+#: forward they were computed from
+_REFERENCES: dict[str, tuple[Any, dict[str, np.ndarray]]] = {}
+_REFERENCES_KEPT = 4096
+
+
+def case_key(spec: OpSpec, case: Case) -> str:
+    """A digest of everything the reference gradient of ``case`` depends on."""
+    digest = hashlib.sha256(spec.name.encode())
+    _digest_into(digest, [case.arrays, case.params, case.output_grad])
+    return digest.hexdigest()
+
+
+def _digest_into(digest: Any, value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        digest.update(f"a{value.dtype.str}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"l{len(value)}".encode())
+        for item in value:
+            _digest_into(digest, item)
+    elif isinstance(value, dict):
+        digest.update(f"d{len(value)}".encode())
+        for name in sorted(value):
+            digest.update(f"{name}=".encode())
+            _digest_into(digest, value[name])
+    else:
+        digest.update(f"v{type(value).__name__}{value!r}".encode())
 
 
 def elementwise_error(
