@@ -123,8 +123,12 @@ def parse_cell(index: int, raw: str) -> Chunk | tuple[int, str]:
     """The cell ``index`` (from 0) as a Chunk, or (cell number from 1, message) if it
     does not parse."""
     source = to_python(raw)
+    filename = f"<cell {index + 1}>"
     try:
-        tree = ast.parse(source, filename=f"<cell {index + 1}>")
+        tree = ast.parse(source, filename=filename)
+        # what only compiling finds (``return`` outside a function, ``nonlocal`` at the
+        # top): a kernel compiles the whole cell first and runs none of it then
+        compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
     except (SyntaxError, ValueError) as error:
         where = f"line {error.lineno}: " if getattr(error, "lineno", None) else ""
         message = getattr(error, "msg", str(error))

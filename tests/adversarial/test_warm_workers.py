@@ -94,7 +94,18 @@ def _zygotes() -> set[int]:
             forks.add(int(name))
         except (OSError, ValueError, IndexError):
             pass
-    return {pid for pid in forks if parents[pid] not in forks}
+    return {pid for pid in forks if parents[pid] not in forks and _is_grader(parents[pid])}
+
+
+def _is_grader(pid: int) -> bool:
+    """A grading process (the command line or a pool process forked from it): a
+    launcher or worker left for an instant without its parent, while a batch ends, is
+    re-parented elsewhere and is no zygote."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"autograder" in handle.read()
+    except OSError:
+        return False
 
 
 class _Watch:
