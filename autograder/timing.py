@@ -32,8 +32,9 @@ from gradcheck_kit.numerical import leaves_of
 
 from .sandbox import Sandbox, WorkerDied, run_request
 
-#: calls per timed request, each on fresh inputs
-CALLS = 4
+#: calls per timed request, each on fresh inputs: CPU time needs no amortising over
+#: many calls, and a second call catches a function that is right once and cheap after
+CALLS = 2
 #: timed requests at most; the best counts (robust to a noisy machine)
 REQUESTS = 3
 #: no further request once this much time went to one op's timed runs: repeating only
@@ -87,7 +88,7 @@ def calibrate(sandbox: Sandbox, ops: list[Any], large: dict[str, Case]) -> Calib
     return calibration
 
 
-def _echo_time(sandbox: Sandbox, op: Any, case: Case, repeats: int = 3) -> float:
+def _echo_time(sandbox: Sandbox, op: Any, case: Case, repeats: int = 2) -> float:
     """Best round trip of a request of ``CALLS`` calls of the case's size."""
     args = op.call_args(case.arrays, case.output_grad, case.params)
     shapes = [
