@@ -27,12 +27,12 @@ from tests.adversarial.test_attacks import MARK, REPO, _marked_processes
 SECRET = "timing-and-stalls-secret-91c"
 ASSIGNMENT = "01_elementwise"
 
-# a per-element loop: right values, hundreds of times the forward's time
+# a per-element loop calling NumPy on each element: right values, a hundred times and
+# more the forward's time
 LOOP = """
     grad = np.zeros(input.shape)
     for i in np.ndindex(input.shape):
-        if input[i] > 0:
-            grad[i] = output_grad[i]
+        grad[i] = output_grad[i] * np.heaviside(input[i], 0.0)
 """
 ATTACKS = {
     # the loop as it is: the case it must fail, and that the attacks below dress up
