@@ -195,30 +195,6 @@ def constructs() -> dict[str, Construct]:
 CONSTRUCTS = constructs()
 
 
-@pytest.fixture(scope="module")
-def kernel_name(tmp_path_factory):
-    """A kernelspec ``python3`` running this interpreter, found first on JUPYTER_PATH."""
-    root = tmp_path_factory.mktemp("jupyter")
-    spec_dir = root / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (tests)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    saved = {key: os.environ.get(key) for key in ("JUPYTER_PATH", "PYDEVD_DISABLE_FILE_VALIDATION")}
-    old = saved["JUPYTER_PATH"]
-    os.environ["JUPYTER_PATH"] = str(root) + (os.pathsep + old if old else "")
-    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
-    yield "python3"
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 def write(directory: Path, construct: Construct) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in construct.files.items():
@@ -287,10 +263,10 @@ def disagreements(kernel: dict[str, bool], grader: dict[str, bool]) -> dict[str,
 
 
 @pytest.mark.parametrize("construct", list(CONSTRUCTS))
-def test_grader_agrees_with_the_kernel(construct, kernel_name, tmp_path):
+def test_grader_agrees_with_the_kernel(construct, python3_kernel, tmp_path):
     spec = CONSTRUCTS[construct]
     path = write(tmp_path, spec)
-    kernel = kernel_verdicts(path, kernel_name)
+    kernel = kernel_verdicts(path, python3_kernel)
     # the construct does what it is meant to in a kernel (else the test proves nothing)
     assert {n: kernel[n] for n in spec.kernel} == spec.kernel
     assert all(kernel[n] for n in NAMES if n not in spec.kernel), kernel
