@@ -20,6 +20,7 @@ from autograder import channel, zygote
 from autograder.sandbox import Sandbox, SandboxOptions, prepare_warm_workers, use_namespaces
 from tests.adversarial.test_attacks import MARK, _marked_processes
 from tests.adversarial.test_sandbox_leaks import batch, fn, notebook
+from tests.adversarial.test_timing_and_stalls import HANG
 
 pytestmark = pytest.mark.skipif(
     not use_namespaces(SandboxOptions()) or os.geteuid() != 0,
@@ -225,16 +226,6 @@ def test_the_zygote_cannot_be_reached_from_a_worker():
         third.close()
     finally:
         zygote.shutdown()
-
-
-HANG = f"""
-import ctypes, signal, time
-def relu_backward(input, output_grad):
-    ctypes.CDLL(None).prctl(15, b'{MARK}', 0, 0, 0)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGALRM}})
-    while True:
-        time.sleep(1)
-"""
 
 
 def test_killing_the_grader_kills_the_zygote_and_every_worker(tmp_path: Path):
